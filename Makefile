@@ -1,0 +1,31 @@
+# fss-sam2 — the two commands: `make demo` and `make test`. Both create .venv from nothing.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU machines take the local CPU build; GPU users: `make TORCH="torch==2.5.1" ...` or conda (environment.yml)
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fss-sam2-installed
+BUILD ?= build
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	# sam2 from its sdist without its deps or build isolation (they would pull a CUDA torch)
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
+	$(BIN)/python -m pip install -q -e ".[dev,notebooks]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/fss-sam2 data toy --out $(BUILD)/toy --seed 0 --quiet
+	$(BIN)/fss-sam2 baseline --dataset toy --root $(BUILD)/toy --episodes 1000 --out $(BUILD)/baseline --quiet
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(BUILD) $(VENV)

@@ -1,0 +1,27 @@
+"""Small tensor helpers shared by the FSSAM modules (reference §8 constants)."""
+import torch
+import torch.nn.functional as F
+
+MASKED_AVG_EPS = 5e-4  # official masked-average epsilon
+COSINE_EPS = 1e-7  # official cosine epsilon
+MINMAX_EPS = 1e-7  # official min-max epsilon
+
+
+def masked_average(feat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Prototype sum(f*m) / (sum(m) + 5e-4) over the spatial dims.
+
+    feat (B,C,H,W), mask (B,1,H,W) (same H,W) -> (B,C,1,1).
+    """
+    return (feat * mask).sum(dim=(2, 3), keepdim=True) / (mask.sum(dim=(2, 3), keepdim=True) + MASKED_AVG_EPS)
+
+
+def minmax_normalize(x: torch.Tensor, dims) -> torch.Tensor:
+    """(x - min) / (max - min + 1e-7) over `dims` (int or tuple)."""
+    lo = x.amin(dim=dims, keepdim=True)
+    hi = x.amax(dim=dims, keepdim=True)
+    return (x - lo) / (hi - lo + MINMAX_EPS)
+
+
+def cosine_map(feat: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
+    """Cosine of every location of feat (B,C,H,W) to proto (B,C,1,1) -> (B,1,H,W), eps 1e-7."""
+    return F.cosine_similarity(feat, proto, dim=1, eps=COSINE_EPS).unsqueeze(1)
