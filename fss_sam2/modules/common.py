@@ -1,6 +1,5 @@
 """Small tensor helpers shared by the FSSAM modules (reference §8 constants)."""
 import torch
-import torch.nn.functional as F
 
 MASKED_AVG_EPS = 5e-4  # official masked-average epsilon
 COSINE_EPS = 1e-7  # official cosine epsilon
@@ -23,5 +22,9 @@ def minmax_normalize(x: torch.Tensor, dims) -> torch.Tensor:
 
 
 def cosine_map(feat: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
-    """Cosine of every location of feat (B,C,H,W) to proto (B,C,1,1) -> (B,1,H,W), eps 1e-7."""
-    return F.cosine_similarity(feat, proto, dim=1, eps=COSINE_EPS).unsqueeze(1)
+    """Cosine of every location of feat (B,C,H,W) to proto (B,C,1,1) -> (B,1,H,W).
+
+    The official form f.p / (|f| |p| + 1e-7) (not F.cosine_similarity's max(|f||p|, eps)).
+    """
+    dots = (feat * proto).sum(dim=1, keepdim=True)
+    return dots / (feat.norm(dim=1, keepdim=True) * proto.norm(dim=1, keepdim=True) + COSINE_EPS)
