@@ -39,8 +39,8 @@ class FoldList:
 
 def class_pixel_counts(label: np.ndarray) -> dict[int, int]:
     """Pixels per class id in a label map, background (0) and ignore (255) left out."""
-    ids, counts = np.unique(label, return_counts=True)
-    return {int(i): int(n) for i, n in zip(ids, counts) if i not in (0, IGNORE)}
+    counts = np.bincount(label.ravel(), minlength=IGNORE + 1)  # labels are uint8
+    return {int(i): int(counts[i]) for i in np.flatnonzero(counts) if i not in (0, IGNORE)}
 
 
 def select(

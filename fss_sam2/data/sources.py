@@ -37,9 +37,14 @@ def read_label(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             if im.mode not in ("P", "L", "I", "I;16"):
                 raise ValueError(f"mode {im.mode}, expected a palette or grayscale PNG of class ids")
-            return np.asarray(im).astype(np.uint8)
+            label = np.asarray(im)
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read label map ({e})") from None
+    if label.dtype != np.uint8:
+        if label.size and (label.min() < 0 or label.max() > 255):
+            raise ValueError(f"{path}: label values {label.min()}..{label.max()} do not fit class ids 0..255")
+        label = label.astype(np.uint8)
+    return label
 
 
 class ListSource:

@@ -1,0 +1,1 @@
+"""Evaluation (and later training) loops of the official protocol."""
