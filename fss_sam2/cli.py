@@ -47,7 +47,7 @@ def _episodes(a):
     from .data.episodes import make_episodes, write_episodes_csv
 
     source = open_source(a.dataset, a.root)
-    eps = make_episodes(source, a.fold, a.shot, episodes=a.episodes, seed=a.seed, split=a.split)
+    eps = make_episodes(source, a.fold, a.shot, episodes=a.episodes, seed=a.seed, split=a.split, workers=a.workers)
     write_episodes_csv(a.out, eps)
     print(f"{len(eps)} episodes ({a.dataset} fold {a.fold}, {a.shot}-shot, seed {a.seed}) -> {a.out}")
 
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=1000)
     e.add_argument("--seed", type=int, default=321)
     e.add_argument("--split", choices=["val", "train"], default="val")
+    e.add_argument("--workers", type=int, default=0, help="processes reading labels (episodes do not depend on it)")
     e.add_argument("--out", required=True)
     e.set_defaults(func=_episodes)
 

@@ -86,11 +86,19 @@ def draw_supports(
 
 
 def make_episodes(
-    source: ListSource, fold: int, shot: int, episodes: int = 1000, seed: int = 321, split: str = "val"
+    source: ListSource,
+    fold: int,
+    shot: int,
+    episodes: int = 1000,
+    seed: int = 321,
+    split: str = "val",
+    workers: int = 0,
 ) -> list[Episode]:
     """The official evaluation walk over `split`'s list of `fold`, drawn by one seeded generator.
 
-    Each distinct query label is read once (only the first `episodes` list entries are ever queries).
+    Each query label is read once (only the first `episodes` list entries are ever queries);
+    `workers` > 0 reads them in DataLoader worker processes. The draw itself always runs here,
+    in one generator, so the episodes never depend on `workers`.
     """
     if shot < 1 or episodes < 1:
         raise ValueError(f"shot={shot}, episodes={episodes}: both must be >= 1")
@@ -99,13 +107,12 @@ def make_episodes(
     where = f"{source.root / 'lists' / split}/sub_class_file_list_{fold}.txt (fold {fold})"
     if not fold_list.items:
         raise ValueError(f"{source.root / 'lists' / split}/data_list_{fold}.txt: no images (fold {fold})")
+    queries = fold_list.items[: min(episodes, len(fold_list.items))]
+    present = dict(zip(queries, _scan_present(source, queries, classes, workers)))
     rng = np.random.default_rng(seed)
-    present: dict[Item, list[int]] = {}
     out = []
     for n in range(episodes):
         query = fold_list.items[n % len(fold_list.items)]
-        if query not in present:
-            present[query] = present_classes(source.load_label(query), classes)
         candidates = present[query]
         if not candidates:
             raise ValueError(f"{query.label}: listed for fold {fold} ({split}) but holds none of classes {classes}")
@@ -113,6 +120,29 @@ def make_episodes(
         supports = draw_supports(fold_list.by_class, cls, query, shot, rng, where)
         out.append(Episode(query.id, cls, tuple(s.id for s in supports)))
     return out
+
+
+class _PresentClasses:
+    """Map-style dataset: which of `classes` each query label shows (for DataLoader workers)."""
+
+    def __init__(self, source, items: Sequence[Item], classes: Sequence[int]):
+        self.source, self.items, self.classes = source, items, classes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> list[int]:
+        return present_classes(self.source.load_label(self.items[i]), self.classes)
+
+
+def _scan_present(source, items: Sequence[Item], classes: Sequence[int], workers: int) -> list[list[int]]:
+    scan = _PresentClasses(source, items, classes)
+    if workers <= 0:
+        return [scan[i] for i in range(len(scan))]
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(scan, batch_size=None, num_workers=workers)
+    return list(loader)  # in order: DataLoader keeps the sampler's order
 
 
 def write_episodes_csv(path: str | Path, episodes: Sequence[Episode]) -> None:
