@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	# sam2 from its sdist without its deps or build isolation (they would pull a CUDA torch)
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
 	$(BIN)/python -m pip install -q -e ".[dev,notebooks]"
+	# Meta's DINOv2 code (CC-BY-NC), test-only reference for our DINOv2 parity test; its pins
+	# (torch 2.0, xformers, cuml) are not needed for building the models, hence --no-deps
+	$(BIN)/python -m pip install -q --no-deps dinov2==0.0.1.dev2
 	touch $@
 
 demo: $(STAMP)
