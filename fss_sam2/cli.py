@@ -12,7 +12,9 @@ def _data_toy(a):
     from .data.toy import generate_toy_world
 
     t0 = time.perf_counter()
-    summary = generate_toy_world(a.out, seed=a.seed, size=a.size, images=a.images, progress=not a.quiet)
+    summary = generate_toy_world(
+        a.out, seed=a.seed, size=a.size, images=a.images, clips=a.clips, clip_frames=a.clip_frames, progress=not a.quiet
+    )
     print(f"synthetic world (toy) written to {a.out} in {time.perf_counter() - t0:.1f} s")
     print(json.dumps(summary, indent=1, default=str))
 
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--size", type=int, default=160, help="typical image side in pixels")
     t.add_argument("--images", type=int, default=1000)
+    t.add_argument("--clips", type=int, default=40, help="same-instance clips (for SAM 2-style video use)")
+    t.add_argument("--clip-frames", type=int, default=8)
     t.set_defaults(func=_data_toy)
     v = data.add_parser("pascal", help="build PASCAL-5i from VOC2012 + SBD")
     v.add_argument("--voc", required=True, help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets)")

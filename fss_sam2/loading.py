@@ -1,0 +1,91 @@
+"""Build FSSAM from a config, or load it from a checkpoint: ours, the authors', or none."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .backbones.dinov2 import build_dinov2
+from .backbones.sam2_checkpoint import load_checkpoint_file, unwrap_state_dict
+from .backbones.sam2_model import build_sam2_model
+from .model import FSSAM
+
+# config `model:` keys that are FSSAM switches (see FSSAM's docstring)
+SWITCHES = ("num_refine", "refine_version", "calibrate", "kshot_calibration", "query_memory",
+            "priors_only", "dice_ignore", "bias_scale")
+OURS = "fss-sam2/"  # prefix of our checkpoints' `format` entry
+
+
+def build_model(model_cfg: Mapping, image_size: int, device="cpu") -> FSSAM:
+    """FSSAM from a config's `model:` section (sam2, dino, their checkpoint files, switches)."""
+    unknown = set(model_cfg) - set(SWITCHES) - {"arch", "sam2", "dino", "sam2_checkpoint", "dino_checkpoint"}
+    if unknown:
+        raise ValueError(f"model config: unknown keys {sorted(unknown)}")
+    if model_cfg.get("arch", "fssam") != "fssam":
+        raise ValueError(f"model.arch={model_cfg['arch']!r}: only 'fssam' is built here")
+    sam = build_sam2_model(model_cfg["sam2"], image_size, device, checkpoint=model_cfg.get("sam2_checkpoint"))
+    dino = build_dinov2(model_cfg["dino"], checkpoint=model_cfg.get("dino_checkpoint"))
+    switches = {k: model_cfg[k] for k in SWITCHES if model_cfg.get(k) is not None}
+    return FSSAM(sam, dino, **switches).to(device)
+
+
+def checkpoint_kind(ckpt: dict, source: str) -> str:
+    """'ours' (compact, trainable state + config) or 'official' (the authors' full state dict)."""
+    if str(ckpt.get("format", "")).startswith(OURS):
+        return "ours"
+    keys = [k.removeprefix("module.") for k in unwrap_state_dict(ckpt, source)]
+    if any(k.startswith("sam2.") for k in keys) and any(k.startswith("dino.") for k in keys):
+        return "official"
+    raise ValueError(
+        f"{source}: neither an fss-sam2 checkpoint nor an FSSAM release checkpoint "
+        f"(expected `sam2.*` and `dino.*` weights; found keys like {keys[:3]}). SAM 2 or DINOv2 "
+        "weights alone go to sam2_checkpoint= / dino_checkpoint="
+    )
+
+
+def load_model(
+    checkpoint=None,
+    *,
+    sam2: str = "small",
+    dino: str = "vitb14",
+    image_size: int = 512,
+    device="cpu",
+    dtype: torch.dtype = torch.float32,
+    sam2_checkpoint=None,
+    dino_checkpoint=None,
+    **switches,
+) -> FSSAM:
+    """FSSAM in eval mode.
+
+    checkpoint: None (random weights, seeded by the caller, unless sam2_checkpoint /
+    dino_checkpoint name pretrained files); an authors' release checkpoint (`exp.zip`
+    `best_1shot.pth`: full DDP state dict with `module.sam2.*` and `module.dino.*`, with or without
+    `module.`), loaded whole — `sam2` must name its SAM 2 size; or one of our checkpoints
+    (`last.pt` / `best.pt`): its config decides the architecture and switches, its trainable
+    weights are loaded over the frozen SAM 2 / DINOv2 files its config names (override those
+    paths with sam2_checkpoint= / dino_checkpoint= if they moved).
+    """
+    if checkpoint is None:
+        cfg = {"sam2": sam2, "dino": dino, "sam2_checkpoint": sam2_checkpoint, "dino_checkpoint": dino_checkpoint}
+        model = build_model(cfg | switches, image_size, device)
+    else:
+        source = str(checkpoint)
+        ckpt = load_checkpoint_file(checkpoint)
+        if checkpoint_kind(ckpt, source) == "official":
+            cfg = {"sam2": sam2, "dino": dino, "sam2_checkpoint": source, "dino_checkpoint": source}
+            model = build_model(cfg | switches, image_size, device)
+        else:
+            config = ckpt["config"]
+            cfg = dict(config["model"]) | switches
+            for key, value in (("sam2_checkpoint", sam2_checkpoint), ("dino_checkpoint", dino_checkpoint)):
+                if value is not None:
+                    cfg[key] = value
+                elif cfg.get(key) and not Path(cfg[key]).exists():
+                    raise FileNotFoundError(
+                        f"{source}: its config names {key}={cfg[key]} (the frozen weights it was trained "
+                        f"over), which does not exist here; pass {key}=PATH"
+                    )
+            model = build_model(cfg, int(config["data"]["image_size"]), device)
+            model.load_trainable_state_dict(ckpt["model"], source=source)
+    return model.to(dtype=dtype).eval()
