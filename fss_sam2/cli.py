@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True)
     e.set_defaults(func=_episodes)
 
+    from .engine.train import add_train_cli
+
+    add_train_cli(sub)
+
     b = sub.add_parser("baseline", help="evaluate the colour-prototype baseline (no training, no weights)")
     _dataset_args(b)
     b.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])

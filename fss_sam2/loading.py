@@ -19,11 +19,9 @@ OURS = "fss-sam2/"  # prefix of our checkpoints' `format` entry
 
 def build_model(model_cfg: Mapping, image_size: int, device="cpu") -> FSSAM:
     """FSSAM from a config's `model:` section (sam2, dino, their checkpoint files, switches)."""
-    unknown = set(model_cfg) - set(SWITCHES) - {"arch", "sam2", "dino", "sam2_checkpoint", "dino_checkpoint"}
+    unknown = set(model_cfg) - set(SWITCHES) - {"sam2", "dino", "sam2_checkpoint", "dino_checkpoint"}
     if unknown:
         raise ValueError(f"model config: unknown keys {sorted(unknown)}")
-    if model_cfg.get("arch", "fssam") != "fssam":
-        raise ValueError(f"model.arch={model_cfg['arch']!r}: only 'fssam' is built here")
     sam = build_sam2_model(model_cfg["sam2"], image_size, device, checkpoint=model_cfg.get("sam2_checkpoint"))
     dino = build_dinov2(model_cfg["dino"], checkpoint=model_cfg.get("dino_checkpoint"))
     switches = {k: model_cfg[k] for k in SWITCHES if model_cfg.get(k) is not None}
@@ -86,6 +84,8 @@ def load_model(
                         f"{source}: its config names {key}={cfg[key]} (the frozen weights it was trained "
                         f"over), which does not exist here; pass {key}=PATH"
                     )
+            # frozen parts without a weights file are random: rebuild them as the trainer did
+            torch.manual_seed(int(config["train"]["seed"]))
             model = build_model(cfg, int(config["data"]["image_size"]), device)
             model.load_trainable_state_dict(ckpt["model"], source=source)
     return model.to(dtype=dtype).eval()
