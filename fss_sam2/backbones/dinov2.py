@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .sam2_checkpoint import load_checkpoint_file, strip_wrapper_prefix, unwrap_state_dict
+from .sam2_checkpoint import check_state_dict, load_checkpoint_file, strip_wrapper_prefix, unwrap_state_dict
 
 
 @dataclass(frozen=True)
@@ -196,20 +196,7 @@ def check_dinov2_kind(state_dict: dict, name: str, source: str) -> None:
 
 def load_dinov2_weights(model: DinoV2, state_dict: dict, source: str) -> None:
     """Strict load; ``source`` names the checkpoint in errors."""
-    model_state = model.state_dict()
-    missing = sorted(model_state.keys() - state_dict.keys())
-    unexpected = sorted(state_dict.keys() - model_state.keys())
-    wrong_shape = [
-        f"{k} {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
-        for k, v in state_dict.items()
-        if k in model_state and v.shape != model_state[k].shape
-    ]
-    if missing or unexpected or wrong_shape:
-        raise ValueError(
-            f"{source}: does not match the DINOv2 model ({model.config}): "
-            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
-            f"{unexpected[:5]}, {len(wrong_shape)} shape mismatches {wrong_shape[:5]}"
-        )
+    check_state_dict(model.state_dict(), state_dict, f"{source}: does not match the DINOv2 model ({model.config})")
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -102,14 +102,8 @@ def sam2_size(state_dict: dict) -> str:
     return SAM2_SIZES.get((dim, len(blocks)), f"unknown (Hiera dim {dim}, {len(blocks)} blocks)")
 
 
-def load_sam2_weights(sam, state_dict: dict, source: str) -> None:
-    """Strictly load a SAM 2.0 state dict into ``sam``; ``source`` names it in errors."""
-    if any(k in state_dict for k in SAM21_KEYS):
-        raise ValueError(f"{source}: {SAM21_ERROR}")
-    model_state = sam.state_dict()
-    have, want = sam2_size(state_dict), sam2_size(model_state)
-    if have != want:
-        raise ValueError(f"{source}: checkpoint is SAM 2.0 {have}, model is {want}")
+def check_state_dict(model_state: dict, state_dict: dict, context: str) -> None:
+    """Raise ValueError(context: missing / unexpected keys, shape mismatches) unless they match."""
     missing = sorted(model_state.keys() - state_dict.keys())
     unexpected = sorted(state_dict.keys() - model_state.keys())
     wrong_shape = [
@@ -119,10 +113,20 @@ def load_sam2_weights(sam, state_dict: dict, source: str) -> None:
     ]
     if missing or unexpected or wrong_shape:
         raise ValueError(
-            f"{source}: does not match the SAM 2.0 {want} model: "
-            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
+            f"{context}: {len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
             f"{unexpected[:5]}, {len(wrong_shape)} shape mismatches {wrong_shape[:5]}"
         )
+
+
+def load_sam2_weights(sam, state_dict: dict, source: str) -> None:
+    """Strictly load a SAM 2.0 state dict into ``sam``; ``source`` names it in errors."""
+    if any(k in state_dict for k in SAM21_KEYS):
+        raise ValueError(f"{source}: {SAM21_ERROR}")
+    model_state = sam.state_dict()
+    have, want = sam2_size(state_dict), sam2_size(model_state)
+    if have != want:
+        raise ValueError(f"{source}: checkpoint is SAM 2.0 {have}, model is {want}")
+    check_state_dict(model_state, state_dict, f"{source}: does not match the SAM 2.0 {want} model")
     sam.load_state_dict(state_dict, strict=True)
 
 
