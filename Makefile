@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(BIN)/fss-sam2 data toy --out $(BUILD)/toy --seed 0 --quiet
-	$(BIN)/fss-sam2 baseline --dataset toy --root $(BUILD)/toy --episodes 1000 --out $(BUILD)/baseline --quiet
+	$(BIN)/fss-sam2 baseline --dataset toy --root $(BUILD)/toy --episodes 1000 --out $(BUILD)/results/baseline --quiet
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,4 @@
-"""The `fss-sam2` command line: data, episodes and evaluation of the baseline."""
+"""The `fss-sam2` command line: data, episodes, the baseline, train, evaluate, predict."""
 from __future__ import annotations
 
 import argparse
@@ -123,9 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True)
     e.set_defaults(func=_episodes)
 
+    from .engine.evaluate import add_evaluate_cli
+    from .engine.predict import add_predict_cli
     from .engine.train import add_train_cli
 
     add_train_cli(sub)
+    add_evaluate_cli(sub)
+    add_predict_cli(sub)
 
     b = sub.add_parser("baseline", help="evaluate the colour-prototype baseline (no training, no weights)")
     _dataset_args(b)

@@ -10,6 +10,8 @@ One forward, shapes for a 512 input with Hiera-S (h = w = 32, the memory grid):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
@@ -19,7 +21,7 @@ from .modules.decoder import decode_masks
 from .modules.mask_memory import mask_to_memory
 from .modules.memory_assembly import assemble_memory
 from .modules.memory_refinement import VERSIONS, downsample_to_memory, iterative_memory_refinement
-from .modules.prompt_generator import PseudoPromptGenerator
+from .modules.prompt_generator import PseudoPromptGenerator, dino_size
 
 IGNORE = 255
 # SAM 2 parts FSSAM trains (reference §1.10); everything else is frozen.
@@ -40,6 +42,16 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, mask_ignore: bool = Fa
     inter = (p * t).sum(1)
     denom = (p.pow(2).sum(1) + t.pow(2).sum(1)).clamp_min(1e-8)
     return (1 - 2 * inter / denom).mean()
+
+
+@dataclass
+class EpisodeFeatures:
+    """What the frozen encoders give for the B + B·K images of an episode batch, in the order of
+    `FSSAM.images`: row b is query b, row B + b·K + i is support i of episode b. Pass it to
+    `FSSAM.forward(features=...)` to skip the encoders (e.g. from `engine.cache.FeatureCache`)."""
+
+    sam: ImageFeatures | None = None  # SAM 2 image features; None: run SAM 2's image encoder
+    tokens: torch.Tensor | None = None  # (B+B·K,C,t,t) DINOv2 patch tokens; None: run DINOv2
 
 
 def _cat_features(feats: list[ImageFeatures]) -> ImageFeatures:
@@ -103,6 +115,12 @@ class FSSAM(nn.Module):
         self.dice_ignore = dice_ignore
         self.bias_scale = bias_scale
         self.memory_dtype = memory_dtype
+        self._compiled_post_encoder = None  # see compile_post_encoder
+        if self.uses_dino:
+            try:
+                dino_size(self.image_size)
+            except ValueError as e:
+                raise ValueError(f"image_size={self.image_size} (SAM 2's): {e}") from None
         self.requires_grad_(False)
         for name in TRAINABLE:
             getattr(self.sam2, name).requires_grad_(True)
@@ -110,6 +128,25 @@ class FSSAM(nn.Module):
     @property
     def image_size(self) -> int:
         return self.sam2.image_size
+
+    @property
+    def uses_sam(self) -> bool:
+        """Whether forward runs SAM 2 (and its frozen image encoder)."""
+        return not self.priors_only
+
+    @property
+    def uses_dino(self) -> bool:
+        """Whether forward computes DINOv2 priors (unless they are given)."""
+        return self.query_memory or self.priors_only
+
+    @staticmethod
+    def images(query: torch.Tensor, supports: torch.Tensor) -> torch.Tensor:
+        """The frozen encoders' batch: queries (B,3,H,W), then supports (B,K,3,H,W) -> (B+B·K,3,H,W)."""
+        return torch.cat([query, supports.flatten(0, 1)])
+
+    def compile_post_encoder(self, **options) -> None:
+        """`torch.compile` the part after the frozen encoders (memories, IMR, SCMA, decoder)."""
+        self._compiled_post_encoder = torch.compile(self._post_encoder, **options)
 
     # ---- parameters and state -------------------------------------------------------------
     def trainable_parameters(self) -> list[dict]:
@@ -146,27 +183,34 @@ class FSSAM(nn.Module):
         """DINOv2 priors (B,K,2,H,W) for caching; support_masks may hold 255."""
         return self.prompt_generator(query, supports, _binary(support_masks))
 
-    def forward(self, query, supports, support_masks, priors=None, return_priors=False):
+    def forward(self, query, supports, support_masks, priors=None, return_priors=False, features=None):
         """query (B,3,H,W) and supports (B,K,3,H,W) RGB in 0..255, support_masks (B,K,H,W) in
-        {0,1,255}; priors: cached (B,K,2,H,W) from `compute_priors`. -> logits (B,H,W)."""
+        {0,1,255}; priors: cached (B,K,2,H,W) from `compute_priors`; features: the frozen
+        encoders' outputs (`EpisodeFeatures`), which are then not run. -> logits (B,H,W)."""
         b, k = self._check(query, supports, support_masks)
+        features = EpisodeFeatures() if features is None else features
+        _check_features(features, b * (k + 1))
         masks = _binary(support_masks)  # (B,K,H,W), ignore -> 0
-        if self.query_memory and priors is None:
-            priors = self.prompt_generator(query, supports, masks)  # (B,K,2,H,W)
+        if self.uses_dino and priors is None:
+            priors = self.prompt_generator(query, supports, masks, tokens=features.tokens)  # (B,K,2,H,W)
         if priors is not None and priors.shape != (b, k, 2, *query.shape[-2:]):
             raise ValueError(f"priors: expected (B,K,2,H,W) = ({b},{k},2,{query.shape[-2]},{query.shape[-1]}), got {tuple(priors.shape)}")
         if self.priors_only:
             prior_ae = priors[:, :, 1].mean(1)  # (B,H,W) in [0,1]
             logits = torch.logit(prior_ae.clamp(1e-6, 1 - 1e-6))
         else:
-            logits = self._segment(query, supports, masks, priors)
+            feats = features.sam
+            if feats is None:
+                with torch.no_grad():
+                    feats = encode_image(self.sam2, self.images(query, supports))  # B + B·K images
+            post = self._compiled_post_encoder or self._post_encoder
+            logits = post(feats, masks, priors)
         return (logits, priors) if return_priors else logits
 
-    def _segment(self, query, supports, masks, priors) -> torch.Tensor:
+    def _post_encoder(self, feats: ImageFeatures, masks: torch.Tensor, priors: torch.Tensor | None) -> torch.Tensor:
+        """SAM 2 features of the B + B·K images, masks (B,K,H,W) in {0,1}, priors -> logits (B,H,W)."""
         sam = self.sam2
-        b, k = supports.shape[:2]
-        with torch.no_grad():
-            feats = encode_image(sam, torch.cat([query, supports.flatten(0, 1)]))  # B + B·K images
+        b, k = masks.shape[:2]
         query_feats, support_feats = _split_features(feats, b)
         grid = query_feats.pix.shape[-2:]  # (h,w) memory grid
 
@@ -242,6 +286,14 @@ class FSSAM(nn.Module):
         if tuple(support_masks.shape) != (b, k, s, s):
             raise ValueError(f"support_masks: expected (B,K,H,W) = ({b},{k},{s},{s}), got {tuple(support_masks.shape)}")
         return b, k
+
+
+def _check_features(features: EpisodeFeatures, n: int) -> None:
+    """Injected features must cover the n = B + B·K images of the batch."""
+    if features.sam is not None and features.sam.pix.shape[0] != n:
+        raise ValueError(f"features.sam: {features.sam.pix.shape[0]} images, expected B + B·K = {n}")
+    if features.tokens is not None and features.tokens.shape[0] != n:
+        raise ValueError(f"features.tokens: {features.tokens.shape[0]} images, expected B + B·K = {n}")
 
 
 def _binary(support_masks: torch.Tensor) -> torch.Tensor:

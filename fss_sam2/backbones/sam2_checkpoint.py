@@ -3,7 +3,6 @@ load them strictly into a stock ``SAM2Base``, with errors that say what the file
 from __future__ import annotations
 
 import os
-import pickle
 import re
 
 import torch
@@ -45,10 +44,11 @@ def load_checkpoint_file(path) -> dict:
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+    except Exception as err:  # the weights-only unpickler raises many types on foreign files
+        first = (str(err).splitlines() or [""])[0]
         raise ValueError(
             f"{path}: not a readable PyTorch checkpoint (or it holds arbitrary Python "
-            f"objects, which we refuse to unpickle): {str(err).splitlines()[0]}"
+            f"objects, which we refuse to unpickle): {type(err).__name__}: {first}"
         ) from err
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: not a checkpoint: holds a {type(obj).__name__}, not a dict")

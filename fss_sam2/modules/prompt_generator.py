@@ -83,10 +83,18 @@ class PseudoPromptGenerator(nn.Module):
         return self.dino.patch_features((x - self.mean) / self.std)
 
     @torch.no_grad()
-    def maps(self, query: torch.Tensor, supports: torch.Tensor, support_masks: torch.Tensor) -> PriorMaps:
-        """Every intermediate map of the priors (for the tutorials); `forward` keeps two of them."""
+    def maps(self, query: torch.Tensor, supports: torch.Tensor, support_masks: torch.Tensor,
+             tokens: torch.Tensor | None = None) -> PriorMaps:
+        """Every intermediate map of the priors (for the tutorials); `forward` keeps two of them.
+
+        tokens: the DINOv2 tokens (B+BK,C,t,t) of [queries, supports] if already known (e.g.
+        cached); DINOv2 is then not run."""
         b, k, h, w = _check_inputs(query, supports, support_masks)
-        feats = self.tokens(torch.cat([query, supports.flatten(0, 1)])).float()  # (B+BK,C,t,t)
+        if tokens is None:
+            tokens = self.tokens(torch.cat([query, supports.flatten(0, 1)]))
+        elif tokens.dim() != 4 or tokens.shape[0] != b + b * k:
+            raise ValueError(f"tokens: expected (B+BK,C,t,t) with B+BK = {b + b * k}, got {tuple(tokens.shape)}")
+        feats = tokens.float()  # (B+BK,C,t,t)
         grid = feats.shape[-2:]
         q = feats[:b].repeat_interleave(k, dim=0)  # (BK,C,t,t), row b*K+i pairs with shot i
         s = feats[b:]  # (BK,C,t,t)
@@ -100,10 +108,12 @@ class PseudoPromptGenerator(nn.Module):
         ae = minmax_normalize((fg - bg).clamp_min(0), dims=(2, 3))  # contrast taken at image size
         return PriorMaps(*(x.view(b, k, *x.shape[-2:]) for x in (fg_tok, bg_tok, fg, bg, ae)))
 
-    def forward(self, query: torch.Tensor, supports: torch.Tensor, support_masks: torch.Tensor) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, supports: torch.Tensor, support_masks: torch.Tensor,
+                tokens: torch.Tensor | None = None) -> torch.Tensor:
         """query (B,3,H,W) and supports (B,K,3,H,W) in 0..255 RGB, support_masks (B,K,H,W) in
-        {0,1} (ignore pixels already zeroed) -> priors (B,K,2,H,W) [foreground, discriminative]."""
-        return self.maps(query, supports, support_masks).priors
+        {0,1} (ignore pixels already zeroed), optional known tokens (see `maps`) -> priors
+        (B,K,2,H,W) [foreground, discriminative]."""
+        return self.maps(query, supports, support_masks, tokens).priors
 
 
 def _check_inputs(query, supports, support_masks) -> tuple[int, int, int, int]:

@@ -1,0 +1,137 @@
+"""`fss-sam2 evaluate` on a checkpoint of a 2-step toy run (tiny world, 64 px, one thread)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fss_sam2
+from fss_sam2.cli import main
+from fss_sam2.config import load_config
+from fss_sam2.data.episodes import make_episodes, read_episodes_csv
+from fss_sam2.data.sources import ListSource
+from fss_sam2.engine.cache import FeatureCache
+from fss_sam2.engine.evaluate import add_evaluate_cli, evaluate_checkpoint
+from tests.fixtures_data import write_tiny_root
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs" / "toy.yaml")
+SMALL = ["image_size=64", "workers=0", "device=cpu"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    path = write_tiny_root(tmp_path_factory.mktemp("tiny"))
+    meta = path / "fss_meta.json"
+    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"dataset": "toy"}))  # served as `toy`
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    args = ["train", "--config", CONFIG, "--set", f"root={root}", *SMALL, "batch_size=2", "max_steps=2", "lr=1e-2",
+            "val_episodes=2", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    return out / "last.pt"
+
+
+def overrides(root) -> list[str]:
+    return [f"root={root}", *SMALL]
+
+
+def scores(result: dict) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in result["seeds"]]
+
+
+def test_evaluate_writes_the_protocol_results(root, checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--config", CONFIG, "--checkpoint", str(checkpoint), "--set", *overrides(root),
+                 "--episodes", "8", "--seeds", "321", "5", "--batch", "4", "--cache", "--overlays", "2",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "mIoU" in printed and "±" in printed and "toy models, toy numbers" in printed
+    r = json.loads((out / "results.json").read_text())
+    assert r["synthetic"] is True and "toy" in r["label"] and r["dataset"] == "toy"
+    assert (r["checkpoint"], r["checkpoint_kind"], r["episodes"], r["fold"], r["shot"]) == (str(checkpoint), "ours", 8, 0, 1)
+    assert r["config"]["data"]["root"] == str(root) and r["cache"]["hits"] > 0
+    assert [s["seed"] for s in r["seeds"]] == [321, 5] and all(s["episodes"] == 8 for s in r["seeds"])
+    assert r["miou"] == pytest.approx(np.mean([s["miou"] for s in r["seeds"]]))
+    assert r["std"]["fb_iou"] == pytest.approx(np.std([s["fb_iou"] for s in r["seeds"]], ddof=1))
+    assert set(r["per_class"]) == {"1", "2"}  # fold 0's novel classes
+    assert 0 < r["fb_iou"] < 1
+    source = ListSource(root)
+    for seed in (321, 5):
+        assert read_episodes_csv(out / f"episodes_seed{seed}.csv") == make_episodes(source, 0, 1, episodes=8, seed=seed)
+    assert (out / "episodes.csv").read_bytes() == (out / "episodes_seed321.csv").read_bytes()
+    overlays = sorted((out / "overlays").glob("*.png"))
+    assert [p.name for p in overlays] == ["episode_0000.png", "episode_0001.png"]
+    query = read_episodes_csv(out / "episodes.csv")[0].query
+    h, w = np.asarray(Image.open(root / "JPEGImages" / f"{query}.png")).shape[:2]
+    assert np.asarray(Image.open(overlays[0])).shape == (h, 3 * w, 3)  # support | truth | prediction
+
+
+def test_cache_batch_and_workers_leave_the_results_unchanged(root, checkpoint, tmp_path):
+    cfg = load_config(CONFIG, overrides(root))
+    plain = evaluate_checkpoint(cfg, checkpoint, tmp_path / "a", episodes=8, batch_size=1, workers=0, progress=False)
+    fast = evaluate_checkpoint(cfg, checkpoint, tmp_path / "b", episodes=8, batch_size=4, workers=2,
+                               cache=FeatureCache(), progress=False)
+    assert plain["fb_iou"] > 0 and scores(fast) == scores(plain)
+    assert (plain["cache"], fast["cache"]["misses"] > 0) == (None, True)
+
+
+def test_authors_checkpoint_gives_the_same_numbers(root, checkpoint, tmp_path):
+    """Our checkpoint's model, saved in the authors' DDP layout, evaluated through the config."""
+    model = fss_sam2.load_model(checkpoint)
+    state = {f"module.{k.replace('prompt_generator.dino.', 'dino.')}": v for k, v in model.state_dict().items()}
+    official = tmp_path / "best_1shot.pth"
+    torch.save({"epoch": 1, "state_dict": state}, official)
+    results = {}
+    for name, path in (("ours", checkpoint), ("official", official)):
+        assert main(["evaluate", "--config", CONFIG, "--checkpoint", str(path), "--set", *overrides(root),
+                     "--episodes", "6", "--batch", "3", "--out", str(tmp_path / name), "--quiet"]) == 0
+        results[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert results["official"]["checkpoint_kind"] == "official"
+    assert scores(results["official"]) == scores(results["ours"])
+
+
+def test_compile_wraps_the_post_encoder(root, checkpoint, tmp_path, monkeypatch, capsys):
+    """Inductor needs minutes on this CPU, so torch.compile is replaced by a recording stand-in."""
+    compiled = []
+
+    def fake_compile(fn, **options):
+        compiled.append(fn.__name__)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    args = ["evaluate", "--config", CONFIG, "--checkpoint", str(checkpoint), "--set", *overrides(root),
+            "--episodes", "4", "--batch", "4", "--compile", "--out", str(tmp_path / "c"), "--quiet"]
+    assert main(args) == 0
+    assert compiled == ["_post_encoder"]
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["compile"] is True
+
+    monkeypatch.setattr("shutil.which", lambda name: None)  # a machine without a C++ compiler
+    monkeypatch.delenv("CXX", raising=False)
+    assert main(args) == 2
+    assert "--compile: torch.compile needs a C++ compiler" in capsys.readouterr().err
+
+
+def test_official_protocol_is_the_default():
+    parser = argparse.ArgumentParser()
+    add_evaluate_cli(parser.add_subparsers())
+    a = parser.parse_args(["evaluate", "--config", "c.yaml", "--checkpoint", "x.pt", "--out", "o"])
+    assert (a.episodes, a.seeds, a.cache, a.compile, a.overlays) == (1000, [321], False, False, 0)
