@@ -44,7 +44,9 @@ from ..data import open_source
 from ..data.episode_dataset import TrainEpisodeDataset, collate
 from ..data.episodes import make_episodes, write_episodes_csv
 from .checkpoint import FORMAT, atomic_save, config_diff, load_checkpoint, rng_state, set_rng_state
-from .evaluate import evaluate
+from ..model import FSSAM
+from .cache import FeatureCache
+from .evaluate import call_model, evaluate
 from .schedule import RankBatches, epoch_order, mid_epoch_batch, poly_lr, step_seed
 
 # Keys a resumed run may change: where it writes, how far it goes, how it logs and loads data.
@@ -188,6 +190,8 @@ class Trainer:
         if t.compile:
             self.model.compile()
         self.net = self.model
+        # the frozen encoders see the same validation images every time: cache their outputs
+        self.val_cache = FeatureCache() if isinstance(self.model, FSSAM) else None
         if procs.world > 1:
             ids = [procs.device.index] if procs.device.type == "cuda" else None
             # find_unused_parameters: some trainable heads get no gradient (reference §1.10)
@@ -330,7 +334,8 @@ class Trainer:
         if procs.main:
             with autocast(procs.device, self.cfg.train.precision):
                 r = evaluate(self.model, self.source, self.val_episodes, fold=d.fold, size=d.image_size, split="val",
-                             device=procs.device, batch_size=d.val_batch, num_workers=d.workers, progress=False)
+                             device=procs.device, batch_size=d.val_batch, num_workers=d.workers, progress=False,
+                             step=self.val_cache.step if self.val_cache else call_model)
             result = torch.tensor([r["miou"], r["fb_iou"]], dtype=torch.float64)
             details = {"piou": float(r["piou"]), "episodes": int(r["episodes"]),
                        "per_class": {int(c): float(v) for c, v in r["per_class"].items()}}  # plain types
