@@ -1,0 +1,411 @@
+"""Plotting helpers shared by the tutorials: episodes, mask and heat overlays, grids of maps.
+
+Every function takes tensors or arrays (images (3,H,W) in 0..255 or (H,W,3) uint8; masks and
+maps (H,W), leading size-1 dimensions allowed) and returns its matplotlib Figure; `savefig`
+writes one as a PNG for `figures/`. Outside a notebook and without a display, matplotlib runs
+headless (Agg).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+if (
+    "ipykernel" not in sys.modules
+    and not os.environ.get("MPLBACKEND")
+    and sys.platform.startswith("linux")
+    and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+):
+    matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+IGNORE = 255
+MASK_COLOR = "#2ca02c"  # ground truth and support masks
+PRED_COLOR = "#ff7f0e"  # predictions
+IGNORE_COLOR = "#d0d0d0"  # the 255 band
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "figure.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "image.interpolation": "nearest",
+}
+
+
+def use_style() -> None:
+    """The tutorials' matplotlib style (small fonts, crisp maps); call once per notebook."""
+    plt.rcParams.update(STYLE)
+
+
+# ---- conversions ----
+
+
+def to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def to_image(x) -> np.ndarray:
+    """An RGB image (3,H,W) in 0..255 or (H,W,3) -> (H,W,3) uint8."""
+    a = to_numpy(x)
+    if a.ndim == 3 and a.shape[0] == 3 and a.shape[-1] != 3:
+        a = a.transpose(1, 2, 0)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"image of shape {a.shape}: expected (3,H,W) or (H,W,3) RGB")
+    return np.clip(a, 0, 255).round().astype(np.uint8) if a.dtype != np.uint8 else a
+
+
+def to_map(x) -> np.ndarray:
+    """A mask or map with optional leading size-1 dimensions -> (H,W)."""
+    a = to_numpy(x)
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2:
+        raise ValueError(f"map of shape {a.shape}: expected (H,W) (leading size-1 dimensions allowed)")
+    return a
+
+
+def pca_rgb(features) -> np.ndarray:
+    """Feature maps (N,C,h,w) -> RGB images (N,h,w,3) uint8: the first three principal
+    components, shared by all N maps (one colour = one feature direction in every image)."""
+    f = to_numpy(features).astype(np.float64)
+    if f.ndim != 4:
+        raise ValueError(f"features of shape {f.shape}: expected (N,C,h,w)")
+    n, c, h, w = f.shape
+    x = f.transpose(0, 2, 3, 1).reshape(-1, c)  # (N*h*w, C)
+    x = x - x.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    y = x @ vt[:3].T  # (N*h*w, <=3)
+    if y.shape[1] < 3:
+        y = np.pad(y, ((0, 0), (0, 3 - y.shape[1])))
+    y = (y - y.min(0)) / (np.ptp(y, 0) + 1e-12)
+    return (y.reshape(n, h, w, 3) * 255).round().astype(np.uint8)
+
+
+# ---- single panels ----
+
+
+def _axes(ax, size: float = 3.0):
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=(size, size))
+    return fig, ax
+
+
+def _blank(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+
+
+def _contour(ax, region: np.ndarray, w: float, h: float, color: str) -> None:
+    """Draw the boundary of a boolean region (any resolution) stretched over (0..w, 0..h)."""
+    if region.any() and not region.all():
+        rh, rw = region.shape
+        ys, xs = (np.arange(rh) + 0.5) * h / rh, (np.arange(rw) + 0.5) * w / rw
+        ax.contour(xs, ys, region.astype(float), levels=[0.5], colors=color, linewidths=1.2)
+
+
+def overlay(
+    image,
+    mask=None,
+    heat=None,
+    *,
+    ax=None,
+    title: str | None = None,
+    color: str = MASK_COLOR,
+    alpha: float = 0.5,
+    outline=None,
+    cmap: str = "magma",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    colorbar: bool = False,
+) -> Figure:
+    """An image with a binary mask ({0,1,255}: 1 filled in `color`, 255 grey) and/or a heat map
+    (any resolution, stretched over the image), and the boundary of `outline` drawn in white."""
+    fig, ax = _axes(ax)
+    img = to_image(image)
+    h, w = img.shape[:2]
+    ax.imshow(img, extent=(0, w, h, 0))
+    if mask is not None:
+        m = to_map(mask)
+        rgba = np.zeros((*m.shape, 4))
+        rgba[m == 1] = (*to_rgb(color), alpha)
+        rgba[m == IGNORE] = (*to_rgb(IGNORE_COLOR), alpha * 0.6)
+        ax.imshow(rgba, extent=(0, w, h, 0))
+        _contour(ax, m == 1, w, h, color)
+    if heat is not None:
+        im = ax.imshow(to_map(heat), extent=(0, w, h, 0), cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6)
+        if colorbar:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    if outline is not None:
+        _contour(ax, to_map(outline) == 1, w, h, "white")
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    _blank(ax)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+EPISODE_KEYS = ("query", "query_label", "supports", "support_masks", "cls")
+
+
+def _episode_rows(episode) -> list[Mapping]:
+    if not isinstance(episode, Mapping):
+        return list(episode)
+    if len(episode["query"].shape) == 4:  # a collated batch (B,3,S,S)
+        return [{k: episode[k][i] for k in EPISODE_KEYS} for i in range(len(episode["query"]))]
+    return [episode]
+
+
+def show_episode(
+    episode: Mapping | Sequence[Mapping],
+    prediction=None,
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+    size: float = 2.2,
+) -> Figure:
+    """One episode per row: its K supports with their masks, the query with its ground truth and,
+    if given, the prediction (a mask or probabilities, thresholded at 0.5: (S,S) for one
+    episode, (B,S,S) or a sequence for several).
+
+    `episode`: a sample of `EpisodeDataset` (`supports` (K,3,S,S), `support_masks` (K,S,S),
+    `query` (3,S,S), `query_label` (S,S), `cls`), a sequence of them, or a collated batch.
+    """
+    rows = _episode_rows(episode)
+    if not rows:
+        raise ValueError("show_episode: no episode given")
+    preds = None
+    if prediction is not None:
+        single = hasattr(prediction, "shape") and len(prediction.shape) == 2  # (S,S)
+        preds = [prediction] if single else list(prediction)
+        if len(preds) != len(rows):
+            raise ValueError(f"show_episode: {len(preds)} predictions for {len(rows)} episodes")
+    shots = max(len(ep["supports"]) for ep in rows)
+    cols = shots + 1 + (preds is not None)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(size * cols, size * len(rows) + 0.3 * bool(title)),
+                             squeeze=False)
+    for r, ep in enumerate(rows):
+        cls = int(ep["cls"])
+        name = class_names[cls - 1] if class_names else f"class {cls}"
+        for k in range(shots):
+            ax = axes[r, k]
+            if k < len(ep["supports"]):
+                overlay(ep["supports"][k], ep["support_masks"][k], ax=ax, title=f"support {k + 1}: {name}")
+            else:
+                ax.axis("off")
+        overlay(ep["query"], ep["query_label"], ax=axes[r, shots], title="query + ground truth")
+        if preds is not None:
+            overlay(ep["query"], (to_map(preds[r]) > 0.5).astype(np.uint8), ax=axes[r, shots + 1],
+                    color=PRED_COLOR, outline=ep["query_label"], title="prediction (outline: GT)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---- grids of maps ----
+
+
+def compare_maps(
+    images,
+    rows: Mapping[str, Sequence],
+    labels=None,
+    *,
+    cmap: str = "magma",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    title: str | None = None,
+    size: float = 2.0,
+) -> Figure:
+    """Several episodes side by side, one column each: the first row shows the images (with their
+    {0,1,255} `labels` filled), every further row one kind of map over them (any resolution),
+    with the label's boundary drawn."""
+    n = len(images)
+    for name, maps in rows.items():
+        if len(maps) != n:
+            raise ValueError(f"compare_maps: row {name!r} has {len(maps)} maps for {n} images")
+    fig, axes = plt.subplots(len(rows) + 1, n, figsize=(size * n + 0.8, size * (len(rows) + 1) + 0.3 * bool(title)),
+                             squeeze=False)
+    for j in range(n):
+        label = None if labels is None else labels[j]
+        overlay(images[j], label, ax=axes[0, j])
+        for i, maps in enumerate(rows.values(), 1):
+            overlay(images[j], heat=maps[j], outline=label, ax=axes[i, j], cmap=cmap, vmin=vmin, vmax=vmax)
+    for i, name in enumerate(["image" if labels is None else "image + ground truth", *rows]):
+        axes[i, 0].set_ylabel(name)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap=cmap), ax=axes.ravel().tolist(),
+                 fraction=0.025, pad=0.02)
+    return fig
+
+
+def map_grid(
+    maps: Sequence,
+    titles: Sequence[str] | None = None,
+    *,
+    ncols: int = 4,
+    image=None,
+    outline=None,
+    cmap: str = "viridis",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    title: str | None = None,
+    size: float = 2.4,
+) -> Figure:
+    """Maps (each (h,w), any resolution) in a grid, each with its title and colour bar; over
+    `image` as heat maps when given, with the boundary of `outline` (e.g. the ground truth)."""
+    if not maps:
+        raise ValueError("map_grid: no maps given")
+    if titles is not None and len(titles) != len(maps):
+        raise ValueError(f"map_grid: {len(titles)} titles for {len(maps)} maps")
+    ncols = min(ncols, len(maps))
+    nrows = -(-len(maps) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * 1.15, size * nrows + 0.3 * bool(title)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(maps):
+            ax.axis("off")
+            continue
+        name = titles[i] if titles is not None else None
+        if image is not None:
+            overlay(image, heat=maps[i], ax=ax, outline=outline, cmap=cmap, vmin=vmin, vmax=vmax,
+                    colorbar=True, title=name)
+        else:
+            _heat_panel(ax, maps[i], cmap, vmin, vmax, outline, name)
+            fig.colorbar(ax.images[0], ax=ax, fraction=0.046, pad=0.03)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _heat_panel(ax, m, cmap, vmin, vmax, outline=None, title=None, marker=None) -> None:
+    a = to_map(m)
+    ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, extent=(0, a.shape[1], a.shape[0], 0))
+    if outline is not None:
+        _contour(ax, to_map(outline) == 1, a.shape[1], a.shape[0], "white")
+    if marker is not None:  # (y, x) in the map's cells
+        ax.plot(marker[1] + 0.5, marker[0] + 0.5, marker="x", color="red", markersize=8, mew=2)
+    _blank(ax)
+    if title:
+        ax.set_title(title)
+
+
+def map_rows(
+    rows: Mapping[str, Sequence],
+    columns: Sequence[str] | None = None,
+    *,
+    outline=None,
+    marker: tuple[int, int] | None = None,
+    cmap: str = "viridis",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    title: str | None = None,
+    size: float = 2.0,
+) -> Figure:
+    """Labelled rows of maps on one colour scale (vmax=None: the largest value shown), one
+    colour bar; a None entry or a short row leaves blank cells. `marker` (y, x) marks a cell."""
+    if not rows:
+        raise ValueError("map_rows: no rows given")
+    ncols = max(len(r) for r in rows.values())
+    if columns is not None and len(columns) != ncols:
+        raise ValueError(f"map_rows: {len(columns)} column titles for {ncols} columns")
+    if vmax is None:
+        vmax = max(float(to_map(m).max()) for r in rows.values() for m in r if m is not None)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols + 0.8, size * len(rows) + 0.3 * bool(title)),
+                             squeeze=False)
+    for r, (label, maps) in enumerate(rows.items()):
+        for c in range(ncols):
+            ax = axes[r, c]
+            head = columns[c] if (columns is not None and r == 0) else None
+            if c >= len(maps) or maps[c] is None:
+                _blank(ax)  # kept (not axis off) so that the row label still shows
+                ax.set_title(head or "")
+                continue
+            _heat_panel(ax, maps[c], cmap, vmin, vmax, outline, head, marker)
+        axes[r, 0].set_ylabel(label)
+    scale = plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap=cmap)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.colorbar(scale, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
+    return fig
+
+
+def round_strip(
+    history: Sequence[Mapping],
+    initial=None,
+    *,
+    keys: Sequence[str] = ("S_qs", "S_qq", "W", "prior_ae"),
+    index: int = 0,
+    outline=None,
+    title: str | None = None,
+) -> Figure:
+    """Iterative Memory Refinement round by round: one row per key of the per-round dicts of
+    `iterative_memory_refinement(..., history=True)` (episode `index` of the batch), one column
+    per round; `initial` (1,h,w) adds a first column holding the prior before refinement."""
+    if not history:
+        raise ValueError("round_strip: empty history (rounds=0?)")
+    missing = [k for k in keys if k not in history[0]]
+    if missing:
+        raise ValueError(f"round_strip: keys {missing} not in the history (has {sorted(history[0])})")
+    rows = {}
+    for key in keys:
+        maps = [step[key][index] for step in history]
+        if initial is not None:
+            maps = [initial if key == "prior_ae" else None, *maps]
+        rows[key] = maps
+    columns = (["before"] if initial is not None else []) + [f"round {t + 1}" for t in range(len(history))]
+    return map_rows(rows, columns, outline=outline, title=title)
+
+
+def attention_maps(
+    maps: Mapping,
+    pixel: tuple[int, int],
+    *,
+    index: int = 0,
+    outline=None,
+    title: str | None = None,
+) -> Figure:
+    """Where one query pixel `pixel` (y, x) on the memory grid looks in the query memory, per
+    memory-attention layer, for each setting of `maps` ({name: AttentionMaps}), on one colour
+    scale. Heads are averaged; episode `index`."""
+    rows = {}
+    for name, m in maps.items():
+        if not m.query_attention:
+            raise ValueError(f"attention_maps: {name!r} holds no query-memory attention")
+        n = m.query_attention[0].shape[-1]
+        side = int(round(n**0.5))
+        row = pixel[0] * side + pixel[1]
+        rows[f"{name}: attention"] = [a[index].mean(0)[row].reshape(side, side) for a in m.query_attention]
+    columns = [f"layer {i + 1}" for i in range(max(len(r) for r in rows.values()))]
+    return map_rows(rows, columns, outline=outline, marker=pixel, vmax=None, cmap="magma", title=title)
+
+
+def savefig(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG (creating the folder) and return the path."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: figures are written as PNG; use a .png name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    return path
