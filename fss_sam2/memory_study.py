@@ -1,0 +1,183 @@
+"""SAM 2's memory read on a video vs on a few-shot episode (notebook 02).
+
+The naive "support as memory" SAM 2 (`FSSAM(query_memory=False)`) encodes each support image
+with its mask into a memory and lets the query attend to it, exactly as SAM 2 carries an object
+from frame 0 to frame t of a video. `read_memory` runs that forward step by step and keeps the
+cross-attention weights of every memory-attention layer; `study` scores batches of either kind:
+- clip pairs (`clip_pairs`): frame 0 of a toy clip with its mask -> frame t of the same clip
+  (tracking: the same individual), or of another clip of the same class (another individual);
+- few-shot episodes (an `EpisodeDataset`): a support of the class -> a query showing another
+  individual of it, among other objects.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .backbones.sam2_model import encode_image
+from .data.episode_dataset import binarise, collate
+from .data.sources import read_image, read_label
+from .data.toy import NUM_TOY_CLASSES
+from .data.transforms import val_transform
+from .metrics import intersection_union, logits_to_prediction
+from .modules.calibrated_attention import calibrated_memory_attention
+from .modules.decoder import decode_masks
+from .modules.mask_memory import mask_to_memory
+from .modules.memory_assembly import assemble_memory
+from .toy_pretrain import read_clips_meta
+from .tutorial import label_on_grid
+
+
+@contextmanager
+def recorded_attention(keys: int) -> Iterator[list[torch.Tensor]]:
+    """Record the softmax weights (B,H,n,keys) of every `F.scaled_dot_product_attention` call
+    with `keys` keys made inside the block (SAM 2's attention layers call it; no mask used)."""
+    weights: list[torch.Tensor] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(q, k, v, *args, **kwargs):
+        if k.shape[-2] == keys:
+            if args or kwargs.get("attn_mask") is not None or kwargs.get("is_causal"):
+                raise ValueError("recorded_attention: masked or causal attention is not supported")
+            weights.append((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1).detach())
+        return sdpa(q, k, v, *args, **kwargs)
+
+    F.scaled_dot_product_attention = recording
+    try:
+        yield weights
+    finally:
+        F.scaled_dot_product_attention = sdpa
+
+
+@dataclass
+class MemoryRead:
+    """The naive forward of a batch, opened up (h = w = image_size / 16, n = h*w)."""
+
+    logits: torch.Tensor  # (B,S,S)
+    attention: list[torch.Tensor]  # per layer (B,heads,n,L): query pixel -> [K*n support tokens, 4K pointers]
+    shots: int
+    grid: tuple[int, int]
+
+    def support_attention(self, index: int, region: torch.Tensor) -> list[torch.Tensor]:
+        """Per layer, where the query pixels of `region` (h,w) bool look in the support memory of
+        episode `index`, averaged over those pixels and the heads: (K,h,w) each."""
+        h, w = self.grid
+        if tuple(region.shape) != (h, w) or not region.any():
+            raise ValueError(f"support_attention: region must be a non-empty ({h},{w}) bool map, "
+                             f"got {tuple(region.shape)}")
+        rows = region.flatten().to(self.attention[0].device)
+        return [a[index].mean(0)[rows, : self.shots * h * w].mean(0).reshape(self.shots, h, w) for a in self.attention]
+
+
+@torch.no_grad()
+def read_memory(model, query: torch.Tensor, supports: torch.Tensor, support_masks: torch.Tensor) -> MemoryRead:
+    """What `FSSAM(query_memory=False)` computes for query (B,3,S,S), supports (B,K,3,S,S) and
+    support_masks (B,K,S,S) in {0,1,255}: supports -> memories -> memory attention -> decoder."""
+    if model.query_memory:
+        raise ValueError("read_memory: expects the naive model, FSSAM(query_memory=False)")
+    sam = model.sam2
+    b, k = supports.shape[:2]
+    query_feats = encode_image(sam, query)
+    masks = (support_masks == 1).float().flatten(0, 1).unsqueeze(1)  # (BK,1,S,S), ignore -> 0
+    mem = mask_to_memory(sam, encode_image(sam, supports.flatten(0, 1)), masks, model.memory_dtype)
+    memory, memory_pos, num_ptr = assemble_memory(
+        sam, mem.memory.unflatten(0, (b, k)), mem.pos.unflatten(0, (b, k)), None, None,
+        mem.obj_ptr.unflatten(0, (b, k)), None,
+    )  # (K*n + 4K,B,64)
+    pix, pos = query_feats.pix, query_feats.pos  # (B,256,h,w)
+    with recorded_attention(memory.shape[0]) as weights:
+        out = calibrated_memory_attention(
+            sam.memory_attention, pix.flatten(2).permute(2, 0, 1), pos.flatten(2).permute(2, 0, 1),
+            memory, memory_pos, num_ptr, num_shots=k, calibrate=False,
+        )  # (n,B,256)
+    feats = out.permute(1, 2, 0).reshape(pix.shape)
+    logits = decode_masks(sam, feats, query_feats.high_res).logits[:, 0]  # (B,S,S)
+    return MemoryRead(logits, weights, k, tuple(pix.shape[-2:]))
+
+
+def clip_pairs(root: str | Path, size: int, other_instance: bool = False) -> list[dict]:
+    """Frame 0 of every clip of the toy world at `root` (its mask as the one support) with each
+    later frame t of the same clip, or (`other_instance`) of the next clip of the same class;
+    clips without such a partner are skipped. Samples as `EpisodeDataset` gives, plus `gap` = t."""
+    root = Path(root)
+    clips = read_clips_meta(root)["clips"]
+
+    def frames(rec):
+        for image, label in zip(rec["images"], rec["labels"]):
+            where = str(root / label)
+            yield read_image(root / image), binarise(read_label(root / label), rec["class_id"], NUM_TOY_CLASSES, where)
+
+    samples = []
+    for i, rec in enumerate(clips):
+        if other_instance:
+            same = [c for c in clips[i + 1:] + clips[:i] if c["class_id"] == rec["class_id"]]
+            if not same:
+                continue
+            target = same[0]
+        else:
+            target = rec
+        support, support_mask = val_transform(*next(frames(rec)), size)
+        for t, (image, label) in enumerate(frames(target)):
+            if t == 0:
+                continue
+            query, query_label = val_transform(image, label, size)
+            samples.append({
+                "query": query,  # (3,S,S)
+                "query_label": query_label,  # (S,S)
+                "supports": support[None],  # (1,3,S,S)
+                "support_masks": support_mask[None],  # (1,S,S)
+                "raw_label": torch.from_numpy(label.astype(np.int64)),  # (H,W) original size
+                "cls": rec["class_id"],
+                "index": len(samples),
+                "gap": t,
+            })
+    return samples
+
+
+def attention_shares(read: MemoryRead, query_label: torch.Tensor, support_masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Share of attention (heads and layers averaged) that query pixels give the support
+    memory's object locations, from the query's object pixels ("object -> object") and from its
+    background pixels ("background -> object"), and the share on pointer tokens. Labels (B,S,S)
+    and support masks (B,K,S,S) in {0,1,255} are sampled onto the memory grid (nearest).
+    -> (B,) each; NaN where the query grid holds no such pixel."""
+    grid, k = read.grid, read.shots
+    n = grid[0] * grid[1]
+    query = label_on_grid(query_label, grid).flatten(1)  # (B,n)
+    support = label_on_grid(support_masks.flatten(0, 1), grid).view(query.shape[0], k * n) == 1  # (B,K*n)
+    attn = torch.stack([a.mean(1) for a in read.attention]).mean(0)  # (B,n,L)
+    on_object = (attn[..., : k * n] * support[:, None]).sum(-1)  # (B,n)
+    on_pointers = attn[..., k * n :].sum(-1)
+
+    def mean_over(values, region):
+        return (values * region).sum(1) / region.sum(1).where(region.sum(1) > 0, torch.nan)
+
+    obj, bg = (query == 1).float(), (query == 0).float()
+    return {
+        "object -> object": mean_over(on_object, obj),
+        "background -> object": mean_over(on_object, bg),
+        "on pointers": on_pointers.mean(1),
+    }
+
+
+def study(model, samples: Sequence[dict], batch_size: int = 16, device: str | torch.device = "cpu") -> pd.DataFrame:
+    """One row per sample, in order: class, foreground IoU at the original label size (1 when
+    prediction and label are both empty) and the `attention_shares`."""
+    device = torch.device(device)
+    rows = []
+    for batch in DataLoader(samples, batch_size=batch_size, collate_fn=collate):
+        read = read_memory(model, *(batch[k].to(device) for k in ("query", "supports", "support_masks")))
+        shares = attention_shares(read, batch["query_label"].to(device), batch["support_masks"].to(device))
+        for b, raw in enumerate(batch["raw_label"]):
+            (_, inter), (_, union) = intersection_union(logits_to_prediction(read.logits[b].cpu(), raw.shape), raw)
+            rows.append({"cls": int(batch["cls"][b]), "iou": inter / union if union else 1.0,
+                         **{name: float(v[b]) for name, v in shares.items()}})
+    return pd.DataFrame(rows)
