@@ -23,9 +23,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps dinov2==0.0.1.dev2
 	touch $@
 
+# the synthetic world, the colour baseline, then every notebook on the toy profile (build/notebooks,
+# timings.json there); the toy stand-ins are pretrained on the first run and cached in build/cache
 demo: $(STAMP)
 	$(BIN)/fss-sam2 data toy --out $(BUILD)/toy --seed 0 --quiet
 	$(BIN)/fss-sam2 baseline --dataset toy --root $(BUILD)/toy --episodes 1000 --out $(BUILD)/results/baseline --quiet
+	$(BIN)/fss-sam2 reproduce --profile toy --out $(BUILD)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

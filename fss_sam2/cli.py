@@ -1,4 +1,4 @@
-"""The `fss-sam2` command line: data, episodes, the baseline, train, evaluate, predict."""
+"""The `fss-sam2` command line: data, episodes, the baseline, train, evaluate, predict, reproduce."""
 from __future__ import annotations
 
 import argparse
@@ -126,10 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .engine.evaluate import add_evaluate_cli
     from .engine.predict import add_predict_cli
     from .engine.train import add_train_cli
+    from .reproduce import add_reproduce_cli
 
     add_train_cli(sub)
     add_evaluate_cli(sub)
     add_predict_cli(sub)
+    add_reproduce_cli(sub)
 
     b = sub.add_parser("baseline", help="evaluate the colour-prototype baseline (no training, no weights)")
     _dataset_args(b)

@@ -1,0 +1,590 @@
+"""Toy-profile stand-ins for the pretrained SAM 2 and DINOv2 that FSSAM builds on (DESIGN §6).
+
+No pretrained weights exist offline, so the toy profile trains two small stand-ins once and
+caches them; FSSAM is then trained on a fold's base classes and evaluated on its novel ones.
+
+- SAM 2 (tiny-toy, every parameter, image encoder included) is pretrained the way SAM 2 is, on
+  video and class-agnostic: in a same-instance clip, frame a's mask -> memory -> segment frame b
+  (the naive "support as memory" path of ``FSSAM(query_memory=False)``), plus promptable steps
+  (a point on frame a -> its mask). Its clips are rendered in memory from the world's seed, at
+  clip indices far from those on disk, which stay held out for ``evaluate_tracking``. They show
+  all 20 classes, each fold's novel classes included: SAM 2's own video data is class-agnostic
+  too, and one SAM 2 stand-in serves every fold.
+- DINOv2 (tiny-toy) learns patch features on ONE fold's base classes only: it reads just the
+  fold's training list (which drops every image showing a novel class), never a val image.
+  Objective: per-patch classification into base classes + background (a linear head, dropped
+  afterwards) and a prototype-matching loss shaped like FSSAM's prior (cosine to the masked
+  average of a support of the same class, foreground against background).
+
+Toy models, toy numbers: they make the synthetic-world tutorial meaningful, nothing more.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .backbones.dinov2 import build_dinov2
+from .backbones.sam2_model import ImageFeatures, build_sam2_model, encode_image
+from .data.episode_dataset import binarise
+from .data.lists import IGNORE
+from .data.sources import META_FILE, read_image, read_label
+from .data.toy import NUM_TOY_CLASSES, make_clip
+from .data.transforms import resize
+from .metrics import intersection_union, logits_to_prediction
+from .modules.calibrated_attention import calibrated_memory_attention
+from .modules.common import cosine_map, masked_average
+from .modules.mask_memory import mask_to_memory
+from .modules.memory_assembly import assemble_memory
+from .modules.prompt_generator import DINO_MEAN, DINO_PATCH, DINO_STD, dino_size
+
+CLIPS_FILE = Path("clips") / "clips.json"
+PRETRAIN_CLIP_OFFSET = 1_000_000  # pretraining clip k of seed s is world clip OFFSET * (s + 1) + k
+SAM2_STEPS = 300
+DINO_STEPS = 300
+
+
+@dataclass(frozen=True)
+class Sam2PretrainConfig:
+    """Hyper-parameters of the SAM 2 stand-in besides the step count (all in the cache key)."""
+
+    image_size: int = 128
+    batch: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 15  # linear warm-up steps, then cosine decay to 0
+    clips: int = 192  # clips rendered for pretraining; pairs of their frames are drawn
+    prompt_weight: float = 1.0  # weight of the promptable (point -> mask) loss; 0 = tracking only
+    clip_grad: float = 1.0
+
+
+@dataclass(frozen=True)
+class DinoPretrainConfig:
+    """Hyper-parameters of the DINOv2 stand-in besides the step count (all in the cache key)."""
+
+    image_size: int = 128  # episode side; DINOv2 sees image_size * 35 / 32 (140 at 128)
+    batch: int = 32  # pairs (query, support) of one base class: 2 x batch images a step
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup: int = 15
+    classify_weight: float = 1.0  # per-patch base-class + background cross-entropy
+    prototype_weight: float = 1.0  # FSSAM-like prototype matching
+    temperature: float = 0.1
+    min_zoom: float = 0.65  # random crops keep this fraction of the side or more
+
+
+# ---- shared small pieces ------------------------------------------------------------------
+
+
+def _lr_factor(step: int, steps: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _loss_summary(losses: list[float]) -> dict:
+    """First and last tenth of a loss curve (a single step is too noisy to compare)."""
+    n = max(1, len(losses) // 10)
+    return {"loss_first": float(np.mean(losses[:n])), "loss_last": float(np.mean(losses[-n:]))}
+
+
+# ---- SAM 2: clips --------------------------------------------------------------------------
+
+
+def read_clips_meta(root: str | Path) -> dict:
+    """clips/clips.json of a toy world: {"seed", "size", "frames", "clips": [records]}."""
+    path = Path(root) / CLIPS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the toy world has no clips (generate it with clips > 0)")
+    meta = json.loads(path.read_text())
+    if not meta.get("clips"):
+        raise ValueError(f"{path}: lists no clips")
+    return {**meta, "frames": len(meta["clips"][0]["images"])}
+
+
+def _clip_arrays(images, labels, class_id: int, size: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Frames -> uint8 images (F,3,S,S) and {0,1,255} masks (F,S,S), stretched to size x size."""
+    out_i, out_m = [], []
+    for t, (image, label) in enumerate(zip(images, labels)):
+        mask = binarise(label, class_id, NUM_TOY_CLASSES, f"{where} frame {t}")
+        image, mask = resize(image, mask, (size, size))
+        out_i.append(np.clip(image + 0.5, 0, 255).astype(np.uint8).transpose(2, 0, 1))
+        out_m.append(mask)
+    return np.stack(out_i), np.stack(out_m)
+
+
+def render_pretrain_clips(world_seed: int, world_size: int, frames: int, count: int, seed: int,
+                          image_size: int, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` clips of the world, never the ones on disk -> images (N,F,3,S,S) uint8, masks
+    (N,F,S,S) uint8 {0,1,255}."""
+    images, masks = [], []
+    first = PRETRAIN_CLIP_OFFSET * (seed + 1)
+    for k in tqdm(range(count), desc="render pretraining clips", disable=not progress):
+        class_id, frame_list, label_list = make_clip(world_seed, first + k, world_size, frames)
+        i, m = _clip_arrays(frame_list, label_list, class_id, image_size, f"pretraining clip {first + k}")
+        images.append(i)
+        masks.append(m)
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))
+
+
+def _frame_pairs(images, masks, batch: int, rng: np.random.Generator):
+    """Random (frame a, frame b) of one clip, both flipped together half the time.
+    -> images a, b (B,3,S,S) float 0..255, masks a, b (B,S,S) int64 {0,1,255}."""
+    n, f = masks.shape[:2]
+    clip = rng.integers(n, size=batch)
+    ta = rng.integers(f, size=batch)
+    tb = (ta + rng.integers(1, f, size=batch)) % f  # another frame, any gap, either direction
+    ia, ib = images[clip, ta].float(), images[clip, tb].float()
+    ma, mb = masks[clip, ta].long(), masks[clip, tb].long()
+    flip = torch.from_numpy(rng.random(batch) < 0.5)
+    ia[flip], ib[flip] = ia[flip].flip(-1), ib[flip].flip(-1)
+    ma[flip], mb[flip] = ma[flip].flip(-1), mb[flip].flip(-1)
+    return ia, ib, ma, mb
+
+
+# ---- SAM 2: forward paths ------------------------------------------------------------------
+
+
+def _split(feats: ImageFeatures, n: int) -> tuple[ImageFeatures, ImageFeatures]:
+    head = ImageFeatures(feats.pix[:n], feats.pos[:n], [h[:n] for h in feats.high_res])
+    tail = ImageFeatures(feats.pix[n:], feats.pos[n:], [h[n:] for h in feats.high_res])
+    return head, tail
+
+
+def _decode_all(sam, pix: torch.Tensor, high_res, points=None, labels=None):
+    """SAM 2's mask decoder, every multimask output: (logits (B,3,S,S), iou (B,3), object score (B,1)).
+    No prompt -> one padding point, as ``modules.decoder.decode_masks``."""
+    b = pix.shape[0]
+    if points is None:
+        points = torch.zeros(b, 1, 2, device=pix.device)
+        labels = -torch.ones(b, 1, dtype=torch.int32, device=pix.device)
+    sparse, dense = sam.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
+    masks, iou, _, score = sam.sam_mask_decoder(
+        image_embeddings=pix,
+        image_pe=sam.sam_prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+        repeat_image=False,
+        high_res_features=high_res,
+    )  # masks (B,3,S/4,S/4)
+    size = (sam.image_size, sam.image_size)
+    return F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False), iou, score
+
+
+def _track(sam, support: ImageFeatures, support_mask: torch.Tensor, query: ImageFeatures):
+    """The naive support-as-memory path of ``FSSAM(query_memory=False)``, 1 shot, every mask:
+    support_mask (B,1,S,S) in {0,1} -> memory -> memory attention on the query -> decoder."""
+    b = support_mask.shape[0]
+    mem = mask_to_memory(sam, support, support_mask)
+    memory, memory_pos, num_ptr = assemble_memory(
+        sam, mem.memory[:, None], mem.pos[:, None], None, None, mem.obj_ptr[:, None], None
+    )  # (hw+4,B,64)
+    curr = query.pix.flatten(2).permute(2, 0, 1)  # (hw,B,256)
+    curr_pos = query.pos.flatten(2).permute(2, 0, 1)
+    out = calibrated_memory_attention(sam.memory_attention, curr, curr_pos, memory, memory_pos, num_ptr,
+                                      support_mask=None, num_shots=1, calibrate=False)  # (hw,B,256)
+    pix = out.permute(1, 2, 0).reshape(b, -1, *query.pix.shape[-2:])  # (B,256,h,w)
+    return _decode_all(sam, pix, query.high_res)
+
+
+def _random_points(masks: torch.Tensor, rng: np.random.Generator):
+    """One positive click per mask (B,S,S) at a random foreground pixel (a padding point where
+    there is none) -> coords (B,1,2) in pixels (x, y), labels (B,1) int32."""
+    b, _, w = masks.shape
+    fg = (masks == 1).flatten(1).float()  # (B,S*S)
+    has = fg.sum(1) > 0
+    u = torch.from_numpy(rng.random(b)).float()
+    cdf = fg.cumsum(1) / fg.sum(1, keepdim=True).clamp_min(1)
+    idx = torch.searchsorted(cdf, u[:, None]).clamp_max(fg.shape[1] - 1)[:, 0]  # (B,)
+    coords = torch.stack([idx % w, idx // w], 1).float() + 0.5
+    labels = torch.where(has, 1, -1).int()
+    return coords[:, None], labels[:, None]
+
+
+def _mask_losses(logits: torch.Tensor, iou_pred: torch.Tensor, score: torch.Tensor, target: torch.Tensor,
+                 best_only: bool):
+    """SAM-style mask loss: Dice + BCE of each of the 3 masks (averaged, or only the best one's
+    when `best_only`: an ambiguous prompt), MSE of every predicted IoU, BCE of the object score;
+    ignore pixels left out. -> (loss, IoU of the mask the IoU head picks (B,))."""
+    valid = (target != IGNORE).float()[:, None]  # (B,1,S,S)
+    t = (target == 1).float()[:, None]
+    p = torch.sigmoid(logits)  # (B,3,S,S)
+    n_valid = valid.sum((2, 3)).clamp_min(1)
+    bce = (F.binary_cross_entropy_with_logits(logits, t.expand_as(logits), reduction="none") * valid).sum((2, 3)) / n_valid
+    inter = (p * t * valid).sum((2, 3))
+    dice = 1 - (2 * inter + 1) / ((p * valid).sum((2, 3)) + (t * valid).sum((2, 3)) + 1)
+    seg = dice + bce  # (B,3)
+    batch = torch.arange(len(seg))
+    seg = seg[batch, seg.detach().argmin(1)] if best_only else seg.mean(1)
+    with torch.no_grad():
+        hard = (logits > 0).float()
+        i = (hard * t * valid).sum((2, 3))
+        u = ((hard + t - hard * t) * valid).sum((2, 3))
+        iou = torch.where(u > 0, i / u.clamp_min(1), torch.ones_like(u))  # (B,3)
+    present = ((t * valid).sum((1, 2, 3)) > 0).float()[:, None]  # (B,1)
+    loss = seg.mean() + F.mse_loss(iou_pred.float(), iou) + F.binary_cross_entropy_with_logits(score.float(), present)
+    return loss, iou[batch, iou_pred.detach().argmax(1)]
+
+
+# ---- SAM 2: pretraining and the tracking check ---------------------------------------------
+
+
+def pretrain_toy_sam2(root: str | Path, out_file: str | Path, steps: int = SAM2_STEPS, seed: int = 0,
+                      progress: bool = True, config: Sam2PretrainConfig | None = None,
+                      device: str | torch.device = "cpu") -> dict:
+    """Pretrain every parameter of the tiny-toy SAM 2 on same-instance clips of the world at
+    `root` and save it as a SAM 2.0 release file ``{"model": state_dict}`` at `out_file`.
+
+    Each step: a batch of (frame a, frame b) pairs of one clip; frame a's mask -> memory ->
+    segment frame b (tracking loss), and a random click on frame a -> its mask (promptable
+    loss, `config.prompt_weight`). The clips are rendered from the world's seed at indices
+    far from those on disk, and show all 20 classes (class-agnostic, like SAM 2's video data).
+    Returns metrics: losses (per step), loss_first / loss_last, train_iou_first / _last,
+    seconds (render, train), steps.
+    """
+    config = config or Sam2PretrainConfig()
+    if steps < 1:
+        raise ValueError(f"steps={steps}: need at least 1")
+    meta = read_clips_meta(root)
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    images, masks = render_pretrain_clips(meta["seed"], meta["size"], meta["frames"], config.clips, seed,
+                                          config.image_size, progress)
+    t_render = time.perf_counter() - t0
+    rng = np.random.default_rng([seed, 2])
+    losses, ious = [], []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sam = build_sam2_model("tiny-toy", config.image_size, device=device)
+        sam.requires_grad_(True).train()
+        params = [p for p in sam.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, config.warmup))
+        bar = tqdm(range(steps), desc="pretrain toy SAM 2", disable=not progress)
+        for _ in bar:
+            ia, ib, ma, mb = (x.to(device) for x in _frame_pairs(images, masks, config.batch, rng))
+            feats = encode_image(sam, torch.cat([ia, ib]))  # with grad: the image encoder trains too
+            fa, fb = _split(feats, config.batch)
+            loss, iou = _mask_losses(*_track(sam, fa, (ma == 1).float()[:, None], fb), mb, best_only=False)
+            if config.prompt_weight > 0:
+                points, labels = (x.to(device) for x in _random_points(ma.cpu(), rng))
+                pix = fa.pix + sam.no_mem_embed.view(1, -1, 1, 1)  # a frame without memory (SAM 2)
+                loss = loss + config.prompt_weight * _mask_losses(
+                    *_decode_all(sam, pix, fa.high_res, points, labels), ma, best_only=True)[0]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, config.clip_grad)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            ious.append(iou.mean().item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", iou=f"{ious[-1]:.2f}")
+        sam.eval().requires_grad_(False)
+    _atomic_save({"model": {k: v.cpu() for k, v in sam.state_dict().items()}}, Path(out_file))
+    n = max(1, steps // 10)
+    return {
+        "steps": steps,
+        "losses": losses,
+        **_loss_summary(losses),
+        "train_iou_first": float(np.mean(ious[:n])),
+        "train_iou_last": float(np.mean(ious[-n:])),
+        "seconds_render": round(t_render, 2),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+@torch.inference_mode()
+def evaluate_tracking(sam, root: str | Path, batch_size: int = 8, device: str | torch.device = "cpu",
+                      progress: bool = False) -> dict:
+    """Same-instance tracking on the world's clips on disk: frame 0's mask -> memory -> frame t
+    (t >= 1), through the naive support-as-memory path (the one of ``FSSAM(query_memory=False)``).
+
+    IoU is taken at each frame's original size, ignore pixels left out. Returns miou (mean over
+    frames of the per-frame IoU), iou (accumulated), iou_by_gap ([t=1, ..., t=F-1]), frames, seconds.
+    """
+    root = Path(root)
+    meta = read_clips_meta(root)
+    device = torch.device(device)
+    size = sam.image_size
+    was_training = sam.training
+    sam.eval()
+    t0 = time.perf_counter()
+    queries = []  # (support image, support mask, query image, raw query mask, gap)
+    for rec in meta["clips"]:
+        frames = [read_image(root / p) for p in rec["images"]]
+        labels = [binarise(read_label(root / p), rec["class_id"], NUM_TOY_CLASSES, str(root / p)) for p in rec["labels"]]
+        sup_i, sup_m = resize(frames[0], labels[0], (size, size))
+        for t in range(1, len(frames)):
+            queries.append((sup_i, sup_m, resize(frames[t], labels[t], (size, size))[0], labels[t], t))
+    per_frame, gaps = [], []
+    inter = union = 0
+    for start in tqdm(range(0, len(queries), batch_size), desc="tracking", disable=not progress):
+        chunk = queries[start : start + batch_size]
+        sup = torch.from_numpy(np.stack([c[0] for c in chunk])).permute(0, 3, 1, 2).float().to(device)
+        sup_m = torch.from_numpy(np.stack([c[1] for c in chunk]) == 1).float()[:, None].to(device)
+        qry = torch.from_numpy(np.stack([c[2] for c in chunk])).permute(0, 3, 1, 2).float().to(device)
+        fs, fq = _split(encode_image(sam, torch.cat([sup, qry])), len(chunk))
+        logits, iou_pred, _ = _track(sam, fs, sup_m, fq)
+        best = logits[torch.arange(len(chunk)), iou_pred.argmax(1)]  # (B,S,S), as decode_masks picks
+        for b, (_, _, _, raw, gap) in enumerate(chunk):
+            (_, i), (_, u) = intersection_union(logits_to_prediction(best[b].cpu(), raw.shape), raw)
+            per_frame.append(i / u if u else 1.0)
+            gaps.append(gap)
+            inter, union = inter + i, union + u
+    sam.train(was_training)
+    per_frame, gaps = np.array(per_frame), np.array(gaps)
+    return {
+        "miou": float(per_frame.mean()),
+        "iou": inter / max(union, 1),
+        "iou_by_gap": [float(per_frame[gaps == g].mean()) for g in range(1, meta["frames"])],
+        "frames": len(per_frame),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+# ---- DINOv2: base-class patch features -----------------------------------------------------
+
+
+class _BaseClassImages:
+    """The fold's training images in memory: images (N,3,S,S) uint8 and label maps (N,S,S)
+    int64 of base-class indices (0 background, 1..len(base), IGNORE); plus, per base class,
+    the images that serve it. Reads nothing but the training list of the fold."""
+
+    def __init__(self, source, fold: int, size: int, progress: bool):
+        fold_list = source.fold_list("train", fold)
+        if not fold_list.items:
+            raise ValueError(f"{source.root / 'lists' / 'train'}: fold {fold} has no training images")
+        self.base = source.base(fold)
+        novel = set(source.novel(fold))
+        lut = np.full(256, IGNORE, np.int64)
+        lut[0] = 0
+        lut[self.base] = np.arange(1, len(self.base) + 1)
+        index = {item: n for n, item in enumerate(fold_list.items)}
+        images, labels = [], []
+        for item in tqdm(fold_list.items, desc=f"fold {fold} base-class images", disable=not progress):
+            label = source.load_label(item)
+            leaked = novel.intersection(np.unique(label).tolist())
+            if leaked:
+                raise ValueError(f"{item.label}: in the training list of fold {fold} but shows novel classes {sorted(leaked)}")
+            image, label = resize(source.load_image(item), label, (size, size))
+            images.append(np.clip(image + 0.5, 0, 255).astype(np.uint8).transpose(2, 0, 1))
+            labels.append(lut[label])
+        self.images = torch.from_numpy(np.stack(images))
+        self.labels = torch.from_numpy(np.stack(labels))
+        # class index k (1..) -> images serving it (class area >= the list's threshold)
+        self.by_class = {
+            k: np.array([index[it] for it in fold_list.by_class.get(c, [])], np.int64)
+            for k, c in enumerate(self.base, 1)
+        }
+        self.classes = [k for k, ids in self.by_class.items() if len(ids) >= 2]
+        if not self.classes:
+            raise ValueError(f"fold {fold}: no base class has two training images")
+
+    def pairs(self, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> image indices (2B,) = [queries, supports], class index of each pair (B,)."""
+        cls = rng.choice(self.classes, size=batch)
+        q, s = zip(*(rng.choice(self.by_class[c], size=2, replace=False) for c in cls))
+        return torch.from_numpy(np.array(q + s)), torch.from_numpy(cls)
+
+
+def _augment(images: torch.Tensor, labels: torch.Tensor, classes: int, out: int, patch: int,
+             min_zoom: float, rng: np.random.Generator):
+    """Random zoomed crop + horizontal flip, resampled to the DINOv2 input.
+
+    images (N,3,S,S) uint8, labels (N,S,S) class indices < classes or IGNORE -> images
+    (N,3,out,out) float 0..255 and per-patch class fractions (N,classes+1,t,t), t = out/patch;
+    the last channel is the ignore fraction."""
+    n = images.shape[0]
+    zoom = torch.from_numpy(rng.uniform(min_zoom, 1.0, n)).float()
+    shift = torch.from_numpy(rng.uniform(-1, 1, (n, 2))).float() * (1 - zoom)[:, None]
+    flip = torch.from_numpy(np.where(rng.random(n) < 0.5, -1.0, 1.0)).float()
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = zoom * flip, zoom
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, (n, 1, out, out), align_corners=False)
+    x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    lab = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="border", align_corners=False)
+    lab = lab[:, 0].long().clamp_max(classes)  # (N,out,out), IGNORE -> channel `classes`
+    t = out // patch
+    cell = torch.arange(out) // patch
+    cell = (cell[:, None] * t + cell[None]).view(1, out, out)  # patch index of every pixel
+    flat = (torch.arange(n).view(n, 1, 1) * (classes + 1) + lab) * t * t + cell
+    counts = torch.bincount(flat.flatten(), minlength=n * (classes + 1) * t * t)
+    return x, counts.view(n, classes + 1, t, t).float() / (patch * patch)
+
+
+def _dino_losses(feats: torch.Tensor, frac: torch.Tensor, pair_class: torch.Tensor, head: nn.Module,
+                 config: DinoPretrainConfig) -> tuple[torch.Tensor, dict]:
+    """feats (2B,C,t,t) [queries, supports], frac (2B,K+2,t,t) class fractions (last = ignore)."""
+    valid = 1 - frac[:, -1:]  # (2B,1,t,t)
+    target = frac[:, :-1] / valid.clamp_min(1e-6)  # (2B,K+1,t,t) over non-ignore pixels
+    parts = {}
+    if config.classify_weight > 0:
+        logits = head(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (2B,K+1,t,t)
+        ce = -(target * F.log_softmax(logits, 1)).sum(1, keepdim=True)
+        parts["classify"] = (ce * valid).sum() / valid.sum().clamp_min(1)
+    if config.prototype_weight > 0:
+        b = pair_class.shape[0]
+        pick = pair_class.view(b, 1, 1, 1).expand(b, 1, *frac.shape[-2:])
+        fg = frac[:, :-1].gather(1, torch.cat([pick, pick]))  # (2B,1,t,t) fraction of the pair's class
+        q, s = feats[:b], feats[b:]
+        fg_proto = masked_average(s, fg[b:])
+        bg_proto = masked_average(s, valid[b:] - fg[b:])
+        logit = (cosine_map(q, fg_proto) - cosine_map(q, bg_proto)) / config.temperature  # (B,1,t,t)
+        t = (fg[:b] / valid[:b].clamp_min(1e-6)).clamp(0, 1)
+        bce = F.binary_cross_entropy_with_logits(logit, t, reduction="none")
+        parts["prototype"] = (bce * valid[:b]).sum() / valid[:b].sum().clamp_min(1)
+    loss = config.classify_weight * parts.get("classify", 0) + config.prototype_weight * parts.get("prototype", 0)
+    return loss, {k: v.item() for k, v in parts.items()}
+
+
+def pretrain_toy_dino(root: str | Path, fold: int, out_file: str | Path, steps: int = DINO_STEPS, seed: int = 0,
+                      progress: bool = True, config: DinoPretrainConfig | None = None,
+                      device: str | torch.device = "cpu", source=None) -> dict:
+    """Train the tiny-toy DINOv2 on fold `fold`'s base classes (its training list only) and save
+    the backbone alone, with hub keys, at `out_file` (``build_dinov2("tiny-toy", checkpoint=...)``).
+
+    `source` replaces ``open_source("toy", root)`` (e.g. a wrapper that records what is read).
+    Returns metrics: losses (per step), loss_first / loss_last, the last tenth of each loss
+    part, images, seconds (load, train), steps.
+    """
+    from .data import open_source
+
+    config = config or DinoPretrainConfig()
+    if config.classify_weight <= 0 and config.prototype_weight <= 0:
+        raise ValueError("DinoPretrainConfig: classify_weight and prototype_weight are both 0, nothing to train")
+    if steps < 1:
+        raise ValueError(f"steps={steps}: need at least 1")
+    source = source if source is not None else open_source("toy", root)
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    data = _BaseClassImages(source, fold, config.image_size, progress)
+    t_load = time.perf_counter() - t0
+    side = dino_size(config.image_size)  # 140 at 128
+    mean = torch.tensor(DINO_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(DINO_STD, device=device).view(1, 3, 1, 1)
+    rng = np.random.default_rng([seed, 3])
+    num_base = len(data.base)
+    losses, parts_log = [], []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        dino = build_dinov2("tiny-toy").to(device).requires_grad_(True).train()
+        head = nn.Linear(dino.config.dim, num_base + 1).to(device)
+        params = [*dino.parameters(), *head.parameters()]
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, config.warmup))
+        bar = tqdm(range(steps), desc=f"pretrain toy DINOv2 (fold {fold} base classes)", disable=not progress)
+        for _ in bar:
+            idx, pair_class = data.pairs(config.batch, rng)
+            x, frac = _augment(data.images[idx], data.labels[idx], num_base + 1, side, DINO_PATCH,
+                               config.min_zoom, rng)
+            feats = dino.patch_features(((x.to(device) - mean) / std))  # (2B,C,t,t)
+            loss, parts = _dino_losses(feats, frac.to(device), pair_class.to(device), head, config)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            parts_log.append(parts)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        dino.eval().requires_grad_(False)
+    _atomic_save({k: v.cpu() for k, v in dino.state_dict().items()}, Path(out_file))
+    n = max(1, steps // 10)
+    return {
+        "steps": steps,
+        "fold": fold,
+        "losses": losses,
+        **_loss_summary(losses),
+        **{f"{k}_last": float(np.mean([p[k] for p in parts_log[-n:]])) for k in parts_log[0]},
+        "images": len(data.images),
+        "seconds_load": round(t_load, 2),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+# ---- the cache -----------------------------------------------------------------------------
+
+
+def _hash_files(paths, h) -> None:
+    for p in paths:
+        h.update(str(p).encode())
+        h.update(Path(p).read_bytes())
+
+
+def _cache_key(kind: str, root: Path, fold: int | None, settings: dict) -> str:
+    """sha256 of what the stand-in depends on: the package version, the settings, the world's
+    meta files and, for DINOv2, the fold's training list and every file it names."""
+    h = hashlib.sha256(json.dumps({"kind": kind, "version": __version__, **settings}, sort_keys=True).encode())
+    _hash_files([root / META_FILE], h)
+    if kind == "sam2":
+        h.update(json.dumps({k: v for k, v in read_clips_meta(root).items() if k != "clips"}, sort_keys=True).encode())
+    else:
+        from .data import open_source
+
+        source = open_source("toy", root)
+        lists = [root / "lists" / "train" / f"data_list_{fold}.txt", root / "lists" / "train" / f"sub_class_file_list_{fold}.txt"]
+        _hash_files(lists, h)
+        items = source.fold_list("train", fold).items
+        _hash_files([source.resolve(p) for it in items for p in (it.image, it.label)], h)
+    return h.hexdigest()[:16]
+
+
+def ensure_toy_standins(root: str | Path, cache_dir: str | Path, fold: int = 0, seed: int = 0, progress: bool = True,
+                        sam2_steps: int = SAM2_STEPS, dino_steps: int = DINO_STEPS,
+                        sam2_config: Sam2PretrainConfig | None = None, dino_config: DinoPretrainConfig | None = None,
+                        device: str | torch.device = "cpu") -> dict:
+    """Paths of the toy SAM 2 and fold-`fold` DINOv2 stand-ins of the world at `root`, training
+    whichever is not in `cache_dir` yet (keyed by the world, the settings, the seed and the
+    package version; files written atomically, so reruns are instant and an interrupted run
+    leaves no half file).
+
+    Returns {"sam2": path, "dino": path, "sam2_metrics": dict, "dino_metrics": dict,
+    "trained": names trained by this call}.
+    """
+    root, cache_dir = Path(root), Path(cache_dir)
+    sam2_config, dino_config = sam2_config or Sam2PretrainConfig(), dino_config or DinoPretrainConfig()
+    jobs = {
+        "sam2": (None, {"steps": sam2_steps, "seed": seed, **asdict(sam2_config)},
+                 lambda out: pretrain_toy_sam2(root, out, sam2_steps, seed, progress, sam2_config, device)),
+        "dino": (fold, {"steps": dino_steps, "seed": seed, "fold": fold, **asdict(dino_config)},
+                 lambda out: pretrain_toy_dino(root, fold, out, dino_steps, seed, progress, dino_config, device)),
+    }
+    result = {"trained": []}
+    for name, (job_fold, settings, train) in jobs.items():
+        key = _cache_key(name, root, job_fold, settings)
+        stem = f"toy_{name}" + (f"_fold{fold}" if name == "dino" else "") + f"_{key}"
+        weights, record = cache_dir / f"{stem}.pt", cache_dir / f"{stem}.json"
+        if weights.is_file() and record.is_file() and json.loads(record.read_text()).get("key") == key:
+            metrics = json.loads(record.read_text())["metrics"]
+        else:
+            metrics = train(weights)
+            _atomic_write_text(json.dumps({"key": key, "settings": settings, "metrics": metrics}) + "\n", record)
+            result["trained"].append(name)
+        result[name], result[f"{name}_metrics"] = weights, metrics
+    return result

@@ -1,0 +1,135 @@
+"""Toy stand-ins: SAM 2 clip pretraining, DINOv2 base-class pretraining, the cache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fss_sam2 import toy_pretrain
+from fss_sam2.backbones.dinov2 import build_dinov2
+from fss_sam2.backbones.sam2_model import build_sam2_model, encode_image
+from fss_sam2.data import open_source
+from fss_sam2.data.sources import read_label
+from fss_sam2.data.toy import generate_toy_world
+from fss_sam2.model import FSSAM
+from fss_sam2.toy_pretrain import (
+    DinoPretrainConfig,
+    Sam2PretrainConfig,
+    ensure_toy_standins,
+    evaluate_tracking,
+    pretrain_toy_dino,
+    pretrain_toy_sam2,
+)
+
+SIZE = 64  # model side in these tests (the toy profile uses 128)
+SAM_CFG = Sam2PretrainConfig(image_size=SIZE, batch=2, clips=3, lr=1e-3, warmup=3)
+DINO_CFG = DinoPretrainConfig(image_size=SIZE, batch=8, lr=3e-3, warmup=3)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    generate_toy_world(root, seed=0, size=64, images=80, clips=2, clip_frames=3, progress=False)
+    return root
+
+
+def _changed(before: dict, after: dict, prefix: str) -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
+
+
+def test_sam2_pretraining_learns_and_saves_a_loadable_release_file(world, tmp_path):
+    out = tmp_path / "sam2.pt"
+    metrics = pretrain_toy_sam2(world, out, steps=40, seed=0, progress=False, config=SAM_CFG)
+    assert len(metrics["losses"]) == 40
+    assert metrics["loss_last"] < 0.8 * metrics["loss_first"], metrics
+    assert set(torch.load(out, weights_only=True)) == {"model"}  # SAM 2.0 release layout
+    trained = build_sam2_model("tiny-toy", SIZE, checkpoint=out).state_dict()
+    torch.manual_seed(0)  # the initialisation the pretraining started from
+    init = build_sam2_model("tiny-toy", SIZE).state_dict()
+    for part in ("image_encoder.", "memory_encoder.", "memory_attention.", "sam_mask_decoder."):
+        assert _changed(init, trained, part), f"{part} did not train"
+
+
+def test_tracking_path_is_fssam_support_as_memory(world):
+    """The path pretraining and evaluate_tracking use is FSSAM(query_memory=False), 1 shot."""
+    torch.manual_seed(1)
+    sam = build_sam2_model("tiny-toy", SIZE)
+    query, support = torch.rand(2, 3, SIZE, SIZE) * 255, torch.rand(2, 3, SIZE, SIZE) * 255
+    mask = (torch.rand(2, SIZE, SIZE) > 0.6).long()
+    with torch.no_grad():
+        fs, fq = toy_pretrain._split(encode_image(sam, torch.cat([support, query])), 2)
+        logits, iou, _ = toy_pretrain._track(sam, fs, mask.float()[:, None], fq)
+        ours = logits[torch.arange(2), iou.argmax(1)]
+        naive = FSSAM(sam, build_dinov2("tiny-toy"), query_memory=False).eval()(query, support[:, None], mask[:, None])
+    torch.testing.assert_close(ours, naive)
+
+
+def test_evaluate_tracking_scores_every_frame_of_the_clips_on_disk(world):
+    torch.manual_seed(0)
+    result = evaluate_tracking(build_sam2_model("tiny-toy", SIZE), world)
+    assert result["frames"] == 2 * (3 - 1)
+    assert len(result["iou_by_gap"]) == 2
+    assert 0 <= result["miou"] <= 1 and 0 <= result["iou"] <= 1
+
+
+class RecordingSource:
+    """A dataset source that records every image and label it hands out."""
+
+    def __init__(self, source):
+        self.source, self.read = source, []
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def load_image(self, item):
+        self.read.append(item.image)
+        return self.source.load_image(item)
+
+    def load_label(self, item):
+        self.read.append(item.label)
+        return self.source.load_label(item)
+
+
+def test_dino_pretraining_reads_only_base_class_training_images(world, tmp_path):
+    fold = 1
+    source = RecordingSource(open_source("toy", world))
+    out = tmp_path / "dino.pt"
+    metrics = pretrain_toy_dino(world, fold, out, steps=40, progress=False, config=DINO_CFG, source=source)
+    assert metrics["loss_last"] < 0.8 * metrics["loss_first"], metrics
+
+    train = source.fold_list("train", fold).items
+    allowed = {p for it in train for p in (it.image, it.label)}
+    val = {p for f in range(4) for it in source.fold_list("val", f).items for p in (it.image, it.label)}
+    assert source.read and set(source.read) <= allowed
+    assert not set(source.read) & val
+    novel = set(source.novel(fold))
+    for path in {p for p in source.read if p.endswith(".png")}:
+        assert not novel & set(np.unique(read_label(world / path)).tolist()), path
+
+    trained = build_dinov2("tiny-toy", checkpoint=out).state_dict()  # hub keys, backbone only
+    torch.manual_seed(0)
+    init = build_dinov2("tiny-toy").state_dict()
+    assert _changed(init, trained, "blocks.") and _changed(init, trained, "patch_embed.")
+
+
+def test_ensure_toy_standins_trains_once_then_reads_the_cache(world, tmp_path, monkeypatch):
+    kw = dict(progress=False, sam2_steps=2, dino_steps=2, sam2_config=SAM_CFG, dino_config=DINO_CFG)
+    first = ensure_toy_standins(world, tmp_path, fold=0, **kw)
+    assert first["trained"] == ["sam2", "dino"]
+    build_sam2_model("tiny-toy", SIZE, checkpoint=first["sam2"])
+    build_dinov2("tiny-toy", checkpoint=first["dino"])
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although the cache holds the stand-in")
+
+    monkeypatch.setattr(toy_pretrain, "pretrain_toy_sam2", no_training)
+    monkeypatch.setattr(toy_pretrain, "pretrain_toy_dino", no_training)
+    again = ensure_toy_standins(world, tmp_path, fold=0, **kw)
+    assert again["trained"] == [] and again["sam2"] == first["sam2"] and again["dino"] == first["dino"]
+    assert again["sam2_metrics"]["losses"] == first["sam2_metrics"]["losses"]
+
+    with pytest.raises(AssertionError, match="trained although"):  # another fold: a new DINOv2 only
+        ensure_toy_standins(world, tmp_path, fold=1, **kw)
+    with pytest.raises(AssertionError, match="trained although"):  # other settings: a new key
+        ensure_toy_standins(world, tmp_path, fold=0, **{**kw, "sam2_steps": 3})
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json", ".pt", ".pt"]  # no temp files
