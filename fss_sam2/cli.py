@@ -58,6 +58,7 @@ def _baseline(a):
     from .baseline import ColourPrototypeBaseline
     from .data import open_source
     from .data.episodes import make_episodes, write_episodes_csv
+    from .data.toy import SYNTHETIC
     from .engine.evaluate import evaluate
 
     source = open_source(a.dataset, a.root)
@@ -72,7 +73,7 @@ def _baseline(a):
         print(f"fold {fold}: mIoU {100 * r['miou']:.1f}  FB-IoU {100 * r['fb_iou']:.1f}  ({len(eps)} episodes)")
     mean_miou = sum(r["miou"] for r in results.values()) / len(results)
     mean_fb = sum(r["fb_iou"] for r in results.values()) / len(results)
-    label = " [synthetic-world numbers]" if source.dataset == "toy" else ""
+    label = f" [{SYNTHETIC}]" if source.dataset == "toy" else ""
     print(f"colour-prototype baseline, {a.shot}-shot, mean over folds {a.folds}: "
           f"mIoU {100 * mean_miou:.1f}  FB-IoU {100 * mean_fb:.1f}{label}")
     (out / "results.json").write_text(json.dumps(
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--size", type=int, default=160, help="typical image side in pixels")
     t.add_argument("--images", type=int, default=1000)
-    t.add_argument("--clips", type=int, default=40, help="same-instance clips (for SAM 2-style video use)")
+    t.add_argument("--clips", type=int, default=40, help="clips following one individual among companions (for SAM 2-style video use)")
     t.add_argument("--clip-frames", type=int, default=8)
     t.set_defaults(func=_data_toy)
     v = data.add_parser("pascal", help="build PASCAL-5i from VOC2012 + SBD")

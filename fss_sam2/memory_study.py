@@ -143,6 +143,12 @@ def clip_pairs(root: str | Path, size: int, other_instance: bool = False) -> lis
     return samples
 
 
+def with_empty_memory(samples: Sequence[dict]) -> list[dict]:
+    """The same samples with every support mask emptied: a model that reads its memory should
+    segment worse from these, one that ignores it segments the same."""
+    return [{**s, "support_masks": torch.zeros_like(s["support_masks"])} for s in samples]
+
+
 def attention_shares(read: MemoryRead, query_label: torch.Tensor, support_masks: torch.Tensor) -> dict[str, torch.Tensor]:
     """Share of attention (heads and layers averaged) that query pixels give the support
     memory's object locations, from the query's object pixels ("object -> object") and from its

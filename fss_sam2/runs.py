@@ -30,7 +30,8 @@ def ensure_run(cfg: DictConfig, out: str | Path, replace: bool = False, progress
     summary.json), with `reused` True when nothing was trained.
 
     A folder holding a run of another config raises ValueError naming the differing keys, or,
-    with `replace`, is deleted and trained afresh (for throw-away smoke runs)."""
+    with `replace`, is deleted and trained afresh (toy runs: new stand-ins or a changed
+    configs/toy.yaml must not break `make demo`)."""
     out = Path(out)
     last = out / "last.pt"
     if last.is_file():
@@ -40,6 +41,7 @@ def ensure_run(cfg: DictConfig, out: str | Path, replace: bool = False, progress
             raise ValueError(f"{out}: holds a run of another config ({'; '.join(diff)}); delete the folder or "
                              "choose another one")
         if diff:
+            print(f"{out}: replacing a run of another config ({'; '.join(diff)})", flush=True)
             shutil.rmtree(out)
         else:
             summary = out / "summary.json"

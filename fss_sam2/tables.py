@@ -27,13 +27,12 @@ from matplotlib.figure import Figure
 
 from .config import ModelConfig
 from .data.folds import COCO_CLASSES, NUM_FOLDS, PASCAL_CLASSES
-from .tutorial import SYNTHETIC
+from .data.toy import SYNTHETIC, SYNTHETIC_NOTE
 
 FOLDS = [f"fold {i}" for i in range(NUM_FOLDS)]
 PERCENT_COLUMNS = (*FOLDS, "mean", "FB-IoU", "mIoU", "mIoU std")
 MEASURED = "measured here"
 AUTHORS = "authors' checkpoint"  # added to the label of runs of the authors' released weights
-SYNTHETIC_NOTE = f"{SYNTHETIC} — not comparable to the paper"
 PAPER_METHOD = "FSSAM"
 DATASET_NAMES = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "toy": "synthetic world"}
 SAM2_NAMES = {"small": "SAM2-S", "base_plus": "SAM2-B+", "large": "SAM2-L"}

@@ -4,17 +4,21 @@ No pretrained weights exist offline, so the toy profile trains two small stand-i
 caches them; FSSAM is then trained on a fold's base classes and evaluated on its novel ones.
 
 - SAM 2 (tiny-toy, every parameter, image encoder included) is pretrained the way SAM 2 is, on
-  video and class-agnostic: in a same-instance clip, frame a's mask -> memory -> segment frame b
-  (the naive "support as memory" path of ``FSSAM(query_memory=False)``), plus promptable steps
-  (a point on frame a -> its mask). Its clips are rendered in memory from the world's seed, at
-  clip indices far from those on disk, which stay held out for ``evaluate_tracking``. They show
-  all 20 classes, each fold's novel classes included: SAM 2's own video data is class-agnostic
-  too, and one SAM 2 stand-in serves every fold.
+  video and class-agnostic: in a clip, frame a's mask of the tracked individual -> memory ->
+  segment it in frame b (the naive "support as memory" path of ``FSSAM(query_memory=False)``);
+  the clips hold companions (other individuals, some of the same class), so a tracker has to
+  read its memory to pick the right one. Promptable steps (a click on frame a -> its mask) are
+  an option. Its clips are rendered in memory from the world's seed, at clip indices far from
+  those on disk, which stay held out for ``evaluate_tracking``. They show all 20 classes, each
+  fold's novel classes included: SAM 2's own video data is class-agnostic too, and one SAM 2
+  stand-in serves every fold. Measured limit: within a CPU budget of minutes the tiny model
+  learns to segment objects but hardly reads its memory (notebook 02 measures it).
 - DINOv2 (tiny-toy) learns patch features on ONE fold's base classes only: it reads just the
   fold's training list (which drops every image showing a novel class), never a val image.
   Objective: per-patch classification into base classes + background (a linear head, dropped
-  afterwards) and a prototype-matching loss shaped like FSSAM's prior (cosine to the masked
-  average of a support of the same class, foreground against background).
+  afterwards), a prototype-matching loss shaped like FSSAM's discriminative prior (cosine to
+  the masked average of a support of the same class, foreground against background) and one
+  for its foreground prior alone; RGB channels are shuffled (colour carries no class here).
 
 Toy models, toy numbers: they make the synthetic-world tutorial meaningful, nothing more.
 """
@@ -51,8 +55,8 @@ from .modules.prompt_generator import DINO_MEAN, DINO_PATCH, DINO_STD, dino_size
 
 CLIPS_FILE = Path("clips") / "clips.json"
 PRETRAIN_CLIP_OFFSET = 1_000_000  # pretraining clip k of seed s is world clip OFFSET * (s + 1) + k
-SAM2_STEPS = 300
-DINO_STEPS = 300
+SAM2_STEPS = 400
+DINO_STEPS = 900
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,9 @@ class Sam2PretrainConfig:
     weight_decay: float = 0.01
     warmup: int = 15  # linear warm-up steps, then cosine decay to 0
     clips: int = 192  # clips rendered for pretraining; pairs of their frames are drawn
-    prompt_weight: float = 1.0  # weight of the promptable (point -> mask) loss; 0 = tracking only
+    # weight of a promptable step (a click on frame a -> its mask); 0 = tracking only. At equal
+    # CPU time it did not help (it costs ~1/3 more per step), so it is off by default.
+    prompt_weight: float = 0.0
     clip_grad: float = 1.0
 
 
@@ -78,10 +84,15 @@ class DinoPretrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup: int = 15
-    classify_weight: float = 1.0  # per-patch base-class + background cross-entropy
-    prototype_weight: float = 1.0  # FSSAM-like prototype matching
-    temperature: float = 0.1
+    classify_weight: float = 0.5  # per-patch base-class + background cross-entropy
+    prototype_weight: float = 1.0  # FSSAM-like prototype matching: foreground vs background prototype
+    # the foreground prototype alone (cosine > 0.5 on the class): without it the foreground prior
+    # came out inverted (higher on background than on the object)
+    foreground_weight: float = 1.0
+    temperature: float = 0.5
     min_zoom: float = 0.65  # random crops keep this fraction of the side or more
+    # shuffle the RGB channels of each crop: colour carries no class in the synthetic world
+    permute_colours: bool = True
 
 
 # ---- shared small pieces ------------------------------------------------------------------
@@ -141,7 +152,7 @@ def _clip_arrays(images, labels, class_id: int, size: int, where: str) -> tuple[
 def render_pretrain_clips(world_seed: int, world_size: int, frames: int, count: int, seed: int,
                           image_size: int, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` clips of the world, never the ones on disk -> images (N,F,3,S,S) uint8, masks
-    (N,F,S,S) uint8 {0,1,255}."""
+    (N,F,S,S) uint8 {0,1,255} of the tracked individual (its companions unlabelled)."""
     images, masks = [], []
     first = PRETRAIN_CLIP_OFFSET * (seed + 1)
     for k in tqdm(range(count), desc="render pretraining clips", disable=not progress):
@@ -258,15 +269,16 @@ def _mask_losses(logits: torch.Tensor, iou_pred: torch.Tensor, score: torch.Tens
 def pretrain_toy_sam2(root: str | Path, out_file: str | Path, steps: int = SAM2_STEPS, seed: int = 0,
                       progress: bool = True, config: Sam2PretrainConfig | None = None,
                       device: str | torch.device = "cpu") -> dict:
-    """Pretrain every parameter of the tiny-toy SAM 2 on same-instance clips of the world at
-    `root` and save it as a SAM 2.0 release file ``{"model": state_dict}`` at `out_file`.
+    """Pretrain every parameter of the tiny-toy SAM 2 on clips of the world at `root` (one
+    individual tracked among companions) and save it as a SAM 2.0 release file ``{"model": state_dict}`` at `out_file`.
 
     Each step: a batch of (frame a, frame b) pairs of one clip; frame a's mask -> memory ->
-    segment frame b (tracking loss), and a random click on frame a -> its mask (promptable
-    loss, `config.prompt_weight`). The clips are rendered from the world's seed at indices
-    far from those on disk, and show all 20 classes (class-agnostic, like SAM 2's video data).
-    Returns metrics: losses (per step), loss_first / loss_last, train_iou_first / _last,
-    seconds (render, train), steps.
+    segment frame b (the 3 output masks all supervised: a memory leaves no ambiguity); with
+    `config.prompt_weight` > 0 also a random click on frame a -> its mask (best of 3). The
+    clips are rendered from the world's seed at indices far from those on disk, and show all
+    20 classes (class-agnostic, like SAM 2's video data). Returns metrics: losses (per step),
+    loss_first / loss_last, train_iou_first / _last (frame b, the mask the IoU head picks),
+    seconds_render, seconds (all), steps.
     """
     config = config or Sam2PretrainConfig()
     if steps < 1:
@@ -279,7 +291,7 @@ def pretrain_toy_sam2(root: str | Path, out_file: str | Path, steps: int = SAM2_
     t_render = time.perf_counter() - t0
     rng = np.random.default_rng([seed, 2])
     losses, ious = [], []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         sam = build_sam2_model("tiny-toy", config.image_size, device=device)
         sam.requires_grad_(True).train()
@@ -344,20 +356,22 @@ def evaluate_tracking(sam, root: str | Path, batch_size: int = 8, device: str | 
             queries.append((sup_i, sup_m, resize(frames[t], labels[t], (size, size))[0], labels[t], t))
     per_frame, gaps = [], []
     inter = union = 0
-    for start in tqdm(range(0, len(queries), batch_size), desc="tracking", disable=not progress):
-        chunk = queries[start : start + batch_size]
-        sup = torch.from_numpy(np.stack([c[0] for c in chunk])).permute(0, 3, 1, 2).float().to(device)
-        sup_m = torch.from_numpy(np.stack([c[1] for c in chunk]) == 1).float()[:, None].to(device)
-        qry = torch.from_numpy(np.stack([c[2] for c in chunk])).permute(0, 3, 1, 2).float().to(device)
-        fs, fq = _split(encode_image(sam, torch.cat([sup, qry])), len(chunk))
-        logits, iou_pred, _ = _track(sam, fs, sup_m, fq)
-        best = logits[torch.arange(len(chunk)), iou_pred.argmax(1)]  # (B,S,S), as decode_masks picks
-        for b, (_, _, _, raw, gap) in enumerate(chunk):
-            (_, i), (_, u) = intersection_union(logits_to_prediction(best[b].cpu(), raw.shape), raw)
-            per_frame.append(i / u if u else 1.0)
-            gaps.append(gap)
-            inter, union = inter + i, union + u
-    sam.train(was_training)
+    try:
+        for start in tqdm(range(0, len(queries), batch_size), desc="tracking", disable=not progress):
+            chunk = queries[start : start + batch_size]
+            sup = torch.from_numpy(np.stack([c[0] for c in chunk])).permute(0, 3, 1, 2).float().to(device)
+            sup_m = torch.from_numpy(np.stack([c[1] for c in chunk]) == 1).float()[:, None].to(device)
+            qry = torch.from_numpy(np.stack([c[2] for c in chunk])).permute(0, 3, 1, 2).float().to(device)
+            fs, fq = _split(encode_image(sam, torch.cat([sup, qry])), len(chunk))
+            logits, iou_pred, _ = _track(sam, fs, sup_m, fq)
+            best = logits[torch.arange(len(chunk)), iou_pred.argmax(1)]  # (B,S,S), as decode_masks picks
+            for b, (_, _, _, raw, gap) in enumerate(chunk):
+                (_, i), (_, u) = intersection_union(logits_to_prediction(best[b].cpu(), raw.shape), raw)
+                per_frame.append(i / u if u else 1.0)
+                gaps.append(gap)
+                inter, union = inter + i, union + u
+    finally:
+        sam.train(was_training)
     per_frame, gaps = np.array(per_frame), np.array(gaps)
     return {
         "miou": float(per_frame.mean()),
@@ -414,7 +428,7 @@ class _BaseClassImages:
 
 
 def _augment(images: torch.Tensor, labels: torch.Tensor, classes: int, out: int, patch: int,
-             min_zoom: float, rng: np.random.Generator):
+             min_zoom: float, rng: np.random.Generator, permute_colours: bool = False):
     """Random zoomed crop + horizontal flip, resampled to the DINOv2 input.
 
     images (N,3,S,S) uint8, labels (N,S,S) class indices < classes or IGNORE -> images
@@ -429,6 +443,9 @@ def _augment(images: torch.Tensor, labels: torch.Tensor, classes: int, out: int,
     theta[:, :, 2] = shift
     grid = F.affine_grid(theta, (n, 1, out, out), align_corners=False)
     x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if permute_colours:
+        perm = torch.from_numpy(np.stack([rng.permutation(3) for _ in range(n)]))  # (N,3)
+        x = x.gather(1, perm[:, :, None, None].expand_as(x))
     lab = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="border", align_corners=False)
     lab = lab[:, 0].long().clamp_max(classes)  # (N,out,out), IGNORE -> channel `classes`
     t = out // patch
@@ -449,18 +466,20 @@ def _dino_losses(feats: torch.Tensor, frac: torch.Tensor, pair_class: torch.Tens
         logits = head(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (2B,K+1,t,t)
         ce = -(target * F.log_softmax(logits, 1)).sum(1, keepdim=True)
         parts["classify"] = (ce * valid).sum() / valid.sum().clamp_min(1)
-    if config.prototype_weight > 0:
+    if config.prototype_weight > 0 or config.foreground_weight > 0:
         b = pair_class.shape[0]
         pick = pair_class.view(b, 1, 1, 1).expand(b, 1, *frac.shape[-2:])
         fg = frac[:, :-1].gather(1, torch.cat([pick, pick]))  # (2B,1,t,t) fraction of the pair's class
-        q, s = feats[:b], feats[b:]
-        fg_proto = masked_average(s, fg[b:])
-        bg_proto = masked_average(s, valid[b:] - fg[b:])
-        logit = (cosine_map(q, fg_proto) - cosine_map(q, bg_proto)) / config.temperature  # (B,1,t,t)
-        t = (fg[:b] / valid[:b].clamp_min(1e-6)).clamp(0, 1)
-        bce = F.binary_cross_entropy_with_logits(logit, t, reduction="none")
-        parts["prototype"] = (bce * valid[:b]).sum() / valid[:b].sum().clamp_min(1)
-    loss = config.classify_weight * parts.get("classify", 0) + config.prototype_weight * parts.get("prototype", 0)
+        q, s, fg_q, fg_s, valid_q, valid_s = feats[:b], feats[b:], fg[:b], fg[b:], valid[:b], valid[b:]
+        t = (fg_q / valid_q.clamp_min(1e-6)).clamp(0, 1)  # (B,1,t,t) target: the query's class fraction
+        fg_cos = cosine_map(q, masked_average(s, fg_s))  # (B,1,t,t) what the foreground prior is made of
+        bg_cos = cosine_map(q, masked_average(s, valid_s - fg_s))
+        logits = {"prototype": (fg_cos - bg_cos) / config.temperature,  # the discriminative prior
+                  "foreground": (fg_cos - 0.5) / config.temperature}  # the foreground prior, alone
+        for name, logit in logits.items():
+            bce = F.binary_cross_entropy_with_logits(logit, t, reduction="none")
+            parts[name] = (bce * valid_q).sum() / valid_q.sum().clamp_min(1)
+    loss = sum(getattr(config, f"{name}_weight") * value for name, value in parts.items())
     return loss, {k: v.item() for k, v in parts.items()}
 
 
@@ -492,7 +511,7 @@ def pretrain_toy_dino(root: str | Path, fold: int, out_file: str | Path, steps: 
     rng = np.random.default_rng([seed, 3])
     num_base = len(data.base)
     losses, parts_log = [], []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         dino = build_dinov2("tiny-toy").to(device).requires_grad_(True).train()
         head = nn.Linear(dino.config.dim, num_base + 1).to(device)
@@ -503,7 +522,7 @@ def pretrain_toy_dino(root: str | Path, fold: int, out_file: str | Path, steps: 
         for _ in bar:
             idx, pair_class = data.pairs(config.batch, rng)
             x, frac = _augment(data.images[idx], data.labels[idx], num_base + 1, side, DINO_PATCH,
-                               config.min_zoom, rng)
+                               config.min_zoom, rng, config.permute_colours)
             feats = dino.patch_features(((x.to(device) - mean) / std))  # (2B,C,t,t)
             loss, parts = _dino_losses(feats, frac.to(device), pair_class.to(device), head, config)
             opt.zero_grad(set_to_none=True)
@@ -531,9 +550,12 @@ def pretrain_toy_dino(root: str | Path, fold: int, out_file: str | Path, steps: 
 # ---- the cache -----------------------------------------------------------------------------
 
 
-def _hash_files(paths, h) -> None:
+def _hash_files(root: Path, paths, h) -> None:
+    """Hash each file's path relative to `root` (so a world keys the same wherever it lives and
+    however its root is written) and its bytes."""
+    root = root.resolve()
     for p in paths:
-        h.update(str(p).encode())
+        h.update(Path(p).resolve().relative_to(root).as_posix().encode())
         h.update(Path(p).read_bytes())
 
 
@@ -541,7 +563,7 @@ def _cache_key(kind: str, root: Path, fold: int | None, settings: dict) -> str:
     """sha256 of what the stand-in depends on: the package version, the settings, the world's
     meta files and, for DINOv2, the fold's training list and every file it names."""
     h = hashlib.sha256(json.dumps({"kind": kind, "version": __version__, **settings}, sort_keys=True).encode())
-    _hash_files([root / META_FILE], h)
+    _hash_files(root, [root / META_FILE], h)
     if kind == "sam2":
         h.update(json.dumps({k: v for k, v in read_clips_meta(root).items() if k != "clips"}, sort_keys=True).encode())
     else:
@@ -549,9 +571,9 @@ def _cache_key(kind: str, root: Path, fold: int | None, settings: dict) -> str:
 
         source = open_source("toy", root)
         lists = [root / "lists" / "train" / f"data_list_{fold}.txt", root / "lists" / "train" / f"sub_class_file_list_{fold}.txt"]
-        _hash_files(lists, h)
+        _hash_files(root, lists, h)
         items = source.fold_list("train", fold).items
-        _hash_files([source.resolve(p) for it in items for p in (it.image, it.label)], h)
+        _hash_files(root, [source.resolve(p) for it in items for p in (it.image, it.label)], h)
     return h.hexdigest()[:16]
 
 

@@ -28,8 +28,8 @@ from .data.episodes import Episode, draw_supports, make_episodes
 from .data.folds import NUM_FOLDS
 from .data.lists import IGNORE
 from .data.sources import META_FILE, ListSource
+from .data.toy import CLIP_GENERATOR, SYNTHETIC
 
-SYNTHETIC = "synthetic world (toy models)"
 PROFILES = ("toy", "paper")
 IMAGE_SIZE = {"toy": 128, "paper": 512}
 EPISODE_SEED = 321  # the official evaluation seed
@@ -49,7 +49,8 @@ def in_colab() -> bool:
 
 def world_settings(root: str | Path) -> dict | None:
     """The generation settings of the toy world at `root`, read back from its files; None when
-    `root` holds no complete toy world (or one without clips, whose seed is not recorded)."""
+    `root` holds no complete toy world (or one without clips, whose seed is not recorded, or
+    one written by an older version of the clip generator)."""
     root = Path(root)
     meta, clips = root / META_FILE, root / "clips" / "clips.json"
     if not meta.is_file() or not clips.is_file():
@@ -57,7 +58,7 @@ def world_settings(root: str | Path) -> dict | None:
     if json.loads(meta.read_text()).get("dataset") != "toy":
         return None
     record = json.loads(clips.read_text())
-    if not record["clips"]:
+    if not record["clips"] or record.get("generator") != CLIP_GENERATOR:
         return None
     return {
         "seed": record["seed"],

@@ -5,6 +5,8 @@ drawn as rectangles or disks on grey noise; object borders are marked 255 like V
 """
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +79,12 @@ def write_tiny_root(
     half = images // 2
     write_dataset(root, "tiny", names, "contiguous", items[:half], items[half:], min_pixels=MIN_PIXELS, progress=False)
     return root
+
+
+def write_tiny_toy_root(root: Path, images: int = 64) -> Path:
+    """`write_tiny_root`, registered as a synthetic ('toy') dataset: what the toy-profile code
+    paths (configs/toy.yaml, synthetic labels) expect, in a few KB."""
+    path = write_tiny_root(root, images=images)
+    meta = path / "fss_meta.json"
+    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"dataset": "toy"}))
+    return path

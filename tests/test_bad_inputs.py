@@ -21,26 +21,17 @@ from fss_sam2.data.episodes import make_episodes
 from fss_sam2.data.sources import ListSource
 from fss_sam2.engine.checkpoint import FORMAT
 from fss_sam2.loading import build_model
-from tests.fixtures_data import write_tiny_root
+from tests.fixtures_data import write_tiny_toy_root
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "toy.yaml")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
-    path = write_tiny_root(tmp_path_factory.mktemp("tiny"))
-    meta = path / "fss_meta.json"
-    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"dataset": "toy"}))
-    return path
+    return write_tiny_toy_root(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture

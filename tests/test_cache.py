@@ -20,13 +20,7 @@ from tests.fixtures_data import write_tiny_root
 # the condition for a cached forward to equal the direct one bit for bit (see engine/cache.py)
 S = 128
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

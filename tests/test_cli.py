@@ -5,19 +5,13 @@ import pytest
 from PIL import Image
 
 from fss_sam2.cli import main
-from tests.fixtures_data import write_tiny_root
-
-
-def _tiny_toy_root(root):
-    write_tiny_root(root)
-    meta = root / "fss_meta.json"
-    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"dataset": "toy"}))  # served as `toy`
-    return root
+from fss_sam2.data.toy import SYNTHETIC
+from tests.fixtures_data import write_tiny_toy_root
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return _tiny_toy_root(tmp_path_factory.mktemp("tiny"))
+    return write_tiny_toy_root(tmp_path_factory.mktemp("tiny"))
 
 
 def test_episodes_csv_identical_with_0_and_2_workers(root, tmp_path):
@@ -43,7 +37,7 @@ def test_data_check_names_the_broken_file(root, tmp_path, capsys):
         assert main(["data", "check", "--dataset", "toy", "--root", str(root)]) == 1
         assert label.name in capsys.readouterr().out
     finally:
-        _tiny_toy_root(root)  # restore for other tests
+        write_tiny_toy_root(root)  # restore for other tests
 
 
 def test_baseline_writes_results_labelled_synthetic(root, tmp_path, capsys):
@@ -51,7 +45,7 @@ def test_baseline_writes_results_labelled_synthetic(root, tmp_path, capsys):
     assert main(["baseline", "--dataset", "toy", "--root", str(root), "--folds", "0", "--episodes", "20",
                  "--size", "64", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "synthetic-world numbers" in printed and "mIoU" in printed
+    assert SYNTHETIC in printed and "mIoU" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["synthetic"] is True and 0.0 <= results["miou"] <= 1.0
     assert (out / "episodes_fold0.csv").read_text().startswith("query,class,supports")

@@ -15,29 +15,21 @@ from fss_sam2.cli import main
 from fss_sam2.config import load_config
 from fss_sam2.data.episodes import make_episodes, read_episodes_csv
 from fss_sam2.data.sources import ListSource
+from fss_sam2.data.toy import SYNTHETIC_NOTE
 from fss_sam2.engine.cache import FeatureCache
 from fss_sam2.engine.evaluate import add_evaluate_cli, evaluate_checkpoint
-from tests.fixtures_data import write_tiny_root
+from tests.fixtures_data import write_tiny_toy_root
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "toy.yaml")
 SMALL = ["image_size=64", "workers=0", "device=cpu"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    path = write_tiny_root(tmp_path_factory.mktemp("tiny"))
-    meta = path / "fss_meta.json"
-    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"dataset": "toy"}))  # served as `toy`
-    return path
+    return write_tiny_toy_root(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +56,7 @@ def test_evaluate_writes_the_protocol_results(root, checkpoint, tmp_path, capsys
                  "--out", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "mIoU" in printed and "±" in printed and "toy models, toy numbers" in printed
+    assert "mIoU" in printed and "±" in printed and SYNTHETIC_NOTE in printed
     r = json.loads((out / "results.json").read_text())
     assert r["synthetic"] is True and "toy" in r["label"] and r["dataset"] == "toy"
     assert (r["checkpoint"], r["checkpoint_kind"], r["episodes"], r["fold"], r["shot"]) == (str(checkpoint), "ours", 8, 0, 1)

@@ -89,6 +89,9 @@ def test_clip_pairs(world):
     assert not torch.equal(other[0]["query"], same[0]["query"])
     assert torch.equal(other[0]["supports"], same[0]["supports"])
     assert torch.equal(other[2]["query"], same[0]["query"])  # clip 20 -> frame 1 of clip 0
+    empty = ms.with_empty_memory(same)
+    assert len(empty) == len(same) and all(not e["support_masks"].any() for e in empty)
+    assert same[0]["support_masks"].any() and torch.equal(empty[0]["query"], same[0]["query"])
 
 
 def test_study_of_clip_pairs_is_the_tracking_check(naive, small_world):

@@ -145,6 +145,11 @@ def test_toy_world_is_generated_once(tmp_path):
     other = settings | {"seed": 1}
     assert tutorial.ensure_toy_world(root, other, progress=False) is True  # other settings: regenerated
     assert tutorial.world_settings(root) == other
+    clips = root / "clips" / "clips.json"  # a world from an older clip generator: regenerated
+    clips.write_text(json.dumps({k: v for k, v in json.loads(clips.read_text()).items() if k != "generator"}))
+    assert tutorial.world_settings(root) is None
+    assert tutorial.ensure_toy_world(root, other, progress=False) is True
+    assert tutorial.world_settings(root) == other
 
 
 def test_setup_rejects_bad_arguments(tmp_path):

@@ -1,7 +1,6 @@
 """`predict` and `fss-sam2 predict`: your images of any size, k annotated examples, mask PNGs."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -15,27 +14,18 @@ from fss_sam2.baseline import ColourPrototypeBaseline
 from fss_sam2.cli import main
 from fss_sam2.data.transforms import val_transform
 from fss_sam2.engine.predict import predict, to_mask
-from tests.fixtures_data import write_tiny_root
+from tests.fixtures_data import write_tiny_toy_root
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "toy.yaml")
 CLS = 3  # images i with i % 8 == 2 hold class 3
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    path = write_tiny_root(tmp_path_factory.mktemp("tiny"))
-    meta = path / "fss_meta.json"
-    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"dataset": "toy"}))
-    return path
+    return write_tiny_toy_root(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,9 @@
 """Toy stand-ins: SAM 2 clip pretraining, DINOv2 base-class pretraining, the cache."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -22,7 +25,7 @@ from fss_sam2.toy_pretrain import (
 )
 
 SIZE = 64  # model side in these tests (the toy profile uses 128)
-SAM_CFG = Sam2PretrainConfig(image_size=SIZE, batch=2, clips=3, lr=1e-3, warmup=3)
+SAM_CFG = Sam2PretrainConfig(image_size=SIZE, batch=2, clips=3, lr=1e-3, warmup=3, prompt_weight=1.0)
 DINO_CFG = DinoPretrainConfig(image_size=SIZE, batch=8, lr=3e-3, warmup=3)
 
 
@@ -39,9 +42,10 @@ def _changed(before: dict, after: dict, prefix: str) -> bool:
 
 def test_sam2_pretraining_learns_and_saves_a_loadable_release_file(world, tmp_path):
     out = tmp_path / "sam2.pt"
-    metrics = pretrain_toy_sam2(world, out, steps=40, seed=0, progress=False, config=SAM_CFG)
-    assert len(metrics["losses"]) == 40
-    assert metrics["loss_last"] < 0.8 * metrics["loss_first"], metrics
+    metrics = pretrain_toy_sam2(world, out, steps=30, seed=0, progress=False, config=SAM_CFG)
+    assert len(metrics["losses"]) == 30
+    assert metrics["loss_last"] < 0.7 * metrics["loss_first"], metrics
+    assert metrics["train_iou_last"] > metrics["train_iou_first"] + 0.1, metrics  # tracks better
     assert set(torch.load(out, weights_only=True)) == {"model"}  # SAM 2.0 release layout
     trained = build_sam2_model("tiny-toy", SIZE, checkpoint=out).state_dict()
     torch.manual_seed(0)  # the initialisation the pretraining started from
@@ -95,7 +99,7 @@ def test_dino_pretraining_reads_only_base_class_training_images(world, tmp_path)
     source = RecordingSource(open_source("toy", world))
     out = tmp_path / "dino.pt"
     metrics = pretrain_toy_dino(world, fold, out, steps=40, progress=False, config=DINO_CFG, source=source)
-    assert metrics["loss_last"] < 0.8 * metrics["loss_first"], metrics
+    assert metrics["loss_last"] < 0.7 * metrics["loss_first"], metrics
 
     train = source.fold_list("train", fold).items
     allowed = {p for it in train for p in (it.image, it.label)}
@@ -127,6 +131,10 @@ def test_ensure_toy_standins_trains_once_then_reads_the_cache(world, tmp_path, m
     again = ensure_toy_standins(world, tmp_path, fold=0, **kw)
     assert again["trained"] == [] and again["sam2"] == first["sam2"] and again["dino"] == first["dino"]
     assert again["sam2_metrics"]["losses"] == first["sam2_metrics"]["losses"]
+    monkeypatch.chdir(world.parent)  # the same world written relatively, and a copy elsewhere
+    assert ensure_toy_standins(Path(world.name), tmp_path, fold=0, **kw)["trained"] == []
+    copy = shutil.copytree(world, tmp_path.parent / "moved_world")
+    assert ensure_toy_standins(copy, tmp_path, fold=0, **kw)["trained"] == []
 
     with pytest.raises(AssertionError, match="trained although"):  # another fold: a new DINOv2 only
         ensure_toy_standins(world, tmp_path, fold=1, **kw)

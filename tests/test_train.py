@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from fss_sam2.engine import checkpoint as ckpt_module
 from fss_sam2.engine.checkpoint import FORMAT, atomic_save, load_checkpoint, rng_state, set_rng_state
 from fss_sam2.engine.schedule import RankBatches, epoch_order, mid_epoch_batch, poly_lr
 from fss_sam2.engine.train import TrainingDiverged, add_train_cli, train
-from tests.fixtures_data import write_tiny_root
+from tests.fixtures_data import write_tiny_toy_root
 from tests.tiny_model import SimulatedCrash, TinyFewShot, tiny_factory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,23 +25,13 @@ CONFIG = str(REPO / "configs" / "toy.yaml")
 # 32 px episodes, 4 per step, 19 training images of fold 0 -> 4 steps per epoch
 SMALL = ["image_size=32", "batch_size=4", "workers=0", "val_episodes=4", "val_batch=4", "log_every=1", "device=cpu"]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """The tiny PASCAL-layout root, registered as a synthetic ('toy') dataset."""
-    path = write_tiny_root(tmp_path_factory.mktemp("tiny_root"), images=64)
-    meta = json.loads((path / "fss_meta.json").read_text())
-    (path / "fss_meta.json").write_text(json.dumps({**meta, "dataset": "toy"}))
-    return path
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run fastest single-threaded (and do not fight other jobs for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return write_tiny_toy_root(tmp_path_factory.mktemp("tiny_root"))
 
 
 def overrides(root: Path, *more: str) -> list[str]:

@@ -12,7 +12,8 @@ Written in the PASCAL layout so the real loaders run on it (everything determini
                                       255 on a band along every instance boundary
                                       (2 px at size 160, like VOC's 5 px at 500)
   lists/, fss_meta.json               fold lists by the official rule (sources.write_dataset)
-  clips/cXXXX/tYY.jpg|png, clips/clips.json   same-instance clips (one object moving smoothly)
+  clips/cXXXX/tYY.jpg|png, clips/clips.json   clips: one individual moving smoothly (labelled) among
+                                              1-2 unlabelled companions
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ TOY_CLASSES = (
     "dumbbell", "chevron", "tee", "bars", "pacman",
 )  # class id = index + 1; contiguous folds: fold f is novel for ids 5f+1 .. 5f+5
 NUM_TOY_CLASSES = len(TOY_CLASSES)
+# the label every number, table and figure measured on this world carries
+SYNTHETIC = "synthetic world (toy models)"
+SYNTHETIC_NOTE = f"{SYNTHETIC} — not comparable to the paper"
 TEXTURES = ("solid", "stripes", "dots", "noise", "gradient", "checker")
 JPEG_QUALITY = 90
 VAL_EVERY = 4  # block b of NUM_TOY_CLASSES consecutive images is val when b % 4 == 3 (25 %)
@@ -512,11 +516,21 @@ def make_image(seed: int, index: int, size: int, min_pixels: int | None = None) 
 
 # ---- clips: one individual moving smoothly ----
 
+# version of `make_clip`'s output, recorded in clips/clips.json (caches of models pretrained on
+# clips key on it); 2: companions (other individuals) share the clip, labelled in `render_clip`
+CLIP_GENERATOR = 2
 
-def make_clip(seed: int, index: int, size: int, frames: int) -> tuple[int, list[np.ndarray], list[np.ndarray]]:
-    """Clip `index`: (class id, frames [(h,w,3) uint8], labels [(h,w) uint8]); one instance of
-    class index % 20 + 1 translating, rotating and scaling smoothly over a slowly panning
-    background with distractors (behind it, so the mask changes only with the motion)."""
+
+def render_clip(seed: int, index: int, size: int, frames: int) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
+    """Clip `index` before labelling: (class ids of its layers [tracked, companions...], frames
+    [(h,w,3) uint8], owner maps [(h,w) uint8]: 1 where the tracked individual is seen, 2, 3 where
+    a companion is, 0 elsewhere).
+
+    The tracked individual, of class index % 20 + 1, translates, rotates and scales smoothly
+    over a slowly panning background with distractors; 1-2 companions (other individuals, a
+    quarter of them of the same class) move on their own paths behind it, so its mask changes
+    only with the motion. A tracker must read its memory to tell them apart, as on SAM 2's
+    own videos."""
     rng = np.random.default_rng([seed, 1, index])
     class_id = index % NUM_TOY_CLASSES + 1
     h, w = (int(round(size * f)) for f in rng.uniform(0.85, 1.15, 2))
@@ -530,18 +544,38 @@ def make_clip(seed: int, index: int, size: int, frames: int) -> tuple[int, list[
     inst = sample_instance(class_id, rng, 0, 0, 1.0)
     start, end = rng.uniform(0.35, 0.65, (2, 2)) * (w, h)
     spin, grow = rng.uniform(-0.25, 0.25), rng.uniform(-0.05, 0.05)  # per frame: radians, log-scale
-    band = _band(size)
-    images, labels = [], []
+    companions = []  # (individual, start and end (2,2), scale, spin)
+    for _ in range(int(rng.integers(1, 3))):
+        other = class_id if rng.random() < 0.25 else int(rng.integers(1, NUM_TOY_CLASSES + 1))
+        companions.append((sample_instance(other, rng, 0, 0, 1.0), rng.uniform(0.1, 0.9, (2, 2)) * (w, h),
+                           side * rng.uniform(0.13, 0.22), rng.uniform(-0.25, 0.25)))
+    images, owners = [], []
     for t in range(frames):
         f = t / max(frames - 1, 1)
         ox, oy = (pan[0] * (1 - f) + pan[1] * f).astype(int)
         canvas = world[:, oy : oy + h, ox : ox + w].copy()
-        cx, cy = (start * (1 - f) + end * f).tolist()
         owner = np.zeros((h, w), np.uint8)
+        for j, (other, path, scale, turn) in enumerate(companions):
+            pos = path[0] * (1 - f) + path[1] * f
+            _composite(canvas, owner, other.moved(*pos.tolist(), scale, other.angle + turn * t), j + 2)
+        cx, cy = (start * (1 - f) + end * f).tolist()
         _composite(canvas, owner, inst.moved(cx, cy, scale0 * math.exp(grow * t), inst.angle + spin * t), 1)
         images.append(_finish(rng, canvas))
-        labels.append(_label(owner, [class_id], band))
-    return class_id, images, labels
+        owners.append(owner)
+    return [class_id] + [c[0].class_id for c in companions], images, owners
+
+
+def layer_label(owner: np.ndarray, layer: int, class_id: int, size: int) -> np.ndarray:
+    """The label (h,w) uint8 of one layer of a clip's owner map: class_id on it, 0 elsewhere,
+    255 on the ignore band along its outline (width as the world's images of side `size`)."""
+    return _label((owner == layer).astype(np.uint8), [class_id], _band(size))
+
+
+def make_clip(seed: int, index: int, size: int, frames: int) -> tuple[int, list[np.ndarray], list[np.ndarray]]:
+    """Clip `index` as written to disk (`render_clip`): (class id, frames [(h,w,3) uint8],
+    labels [(h,w) uint8]) where only the tracked individual is labelled."""
+    classes, images, owners = render_clip(seed, index, size, frames)
+    return classes[0], images, [layer_label(owner, 1, classes[0], size) for owner in owners]
 
 
 # ---- pictures for notebooks ----
@@ -664,7 +698,8 @@ def generate_toy_world(
             "images": [jpg for jpg, _ in pairs], "labels": [png for _, png in pairs],
         })
     if clips:
-        (out / "clips" / "clips.json").write_text(json.dumps({"seed": seed, "size": size, "clips": records}, indent=1) + "\n")
+        meta = {"seed": seed, "size": size, "generator": CLIP_GENERATOR, "clips": records}
+        (out / "clips" / "clips.json").write_text(json.dumps(meta, indent=1) + "\n")
     lists = write_dataset(
         out, "toy", TOY_CLASSES, "contiguous", split_items["train"], split_items["val"], min_pixels, progress
     )

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..data.episode_dataset import EpisodeDataset, collate
 from ..data.episodes import Episode, split_classes
 from ..data.sources import ListSource
+from ..data.toy import SYNTHETIC_NOTE
 from ..metrics import FssMeter, logits_to_prediction
 
 
@@ -85,7 +86,7 @@ def evaluate(
 
 # -- a checkpoint on the official protocol: `fss-sam2 evaluate` --------------------------------
 
-TOY_LABEL = "synthetic world (toy): toy models, toy numbers; not comparable with the paper's"
+TOY_LABEL = SYNTHETIC_NOTE
 
 
 def load_checkpoint_model(checkpoint, cfg=None, overrides: Sequence[str] = (), device="cpu"):
