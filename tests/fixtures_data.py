@@ -88,3 +88,17 @@ def write_tiny_toy_root(root: Path, images: int = 64) -> Path:
     meta = path / "fss_meta.json"
     meta.write_text(json.dumps(json.loads(meta.read_text()) | {"dataset": "toy"}))
     return path
+
+
+TOY_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "toy.yaml")
+
+
+def train_two_steps(root: Path, out: Path, *more: str) -> Path:
+    """`fss-sam2 train` of configs/toy.yaml on `root` at 64 px for 2 steps (an untrained model in
+    our checkpoint format) -> out/last.pt."""
+    from fss_sam2.cli import main
+
+    args = ["train", "--config", TOY_CONFIG, "--set", f"root={root}", "image_size=64", "workers=0", "device=cpu",
+            "batch_size=2", "max_steps=2", "lr=1e-2", *more, "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    return out / "last.pt"

@@ -18,7 +18,7 @@ from fss_sam2.data.sources import ListSource
 from fss_sam2.data.toy import SYNTHETIC_NOTE
 from fss_sam2.engine.cache import FeatureCache
 from fss_sam2.engine.evaluate import add_evaluate_cli, evaluate_checkpoint
-from tests.fixtures_data import write_tiny_toy_root
+from tests.fixtures_data import train_two_steps, write_tiny_toy_root
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "toy.yaml")
@@ -34,11 +34,7 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    args = ["train", "--config", CONFIG, "--set", f"root={root}", *SMALL, "batch_size=2", "max_steps=2", "lr=1e-2",
-            "val_episodes=2", "--out", str(out), "--quiet"]
-    assert main(args) == 0
-    return out / "last.pt"
+    return train_two_steps(root, tmp_path_factory.mktemp("run"), "val_episodes=2")
 
 
 def overrides(root) -> list[str]:

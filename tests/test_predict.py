@@ -14,7 +14,7 @@ from fss_sam2.baseline import ColourPrototypeBaseline
 from fss_sam2.cli import main
 from fss_sam2.data.transforms import val_transform
 from fss_sam2.engine.predict import predict, to_mask
-from tests.fixtures_data import write_tiny_toy_root
+from tests.fixtures_data import train_two_steps, write_tiny_toy_root
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "toy.yaml")
@@ -30,10 +30,7 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    assert main(["train", "--config", CONFIG, "--set", f"root={root}", "image_size=64", "workers=0", "device=cpu",
-                 "batch_size=2", "max_steps=2", "lr=1e-2", "--out", str(out), "--quiet"]) == 0
-    return out / "last.pt"
+    return train_two_steps(root, tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")
