@@ -11,8 +11,10 @@ caches them; FSSAM is then trained on a fold's base classes and evaluated on its
   an option. Its clips are rendered in memory from the world's seed, at clip indices far from
   those on disk, which stay held out for ``evaluate_tracking``. They show all 20 classes, each
   fold's novel classes included: SAM 2's own video data is class-agnostic too, and one SAM 2
-  stand-in serves every fold. Measured limit: within a CPU budget of minutes the tiny model
-  learns to segment objects but hardly reads its memory (notebook 02 measures it).
+  stand-in serves every fold. A loss on the memory attention itself (object cells of frame b
+  attend to the object's memory cells, `_attention_loss`) is what makes it read its memory in
+  minutes of CPU: without it the tiny model damps the memory and segments "the most object-like
+  thing" (emptying the memory mask changed nothing; notebook 02 measures this).
 - DINOv2 (tiny-toy) learns patch features on ONE fold's base classes only: it reads just the
   fold's training list (which drops every image showing a novel class), never a val image.
   Objective: per-patch classification into base classes + background (a linear head, dropped
@@ -73,6 +75,10 @@ class Sam2PretrainConfig:
     # CPU time it did not help (it costs ~1/3 more per step), so it is off by default.
     prompt_weight: float = 0.0
     clip_grad: float = 1.0
+    # weight of a loss on the memory attention itself (`_attention_loss`): object cells of frame b
+    # attend to the object's memory cells. Without it the tiny model never learns, in minutes of
+    # CPU, to read its memory at all (it damps the memory instead); 0 = off
+    attention_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -208,9 +214,11 @@ def _decode_all(sam, pix: torch.Tensor, high_res, points=None, labels=None):
     return F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False), iou, score
 
 
-def _track(sam, support: ImageFeatures, support_mask: torch.Tensor, query: ImageFeatures):
+def _track(sam, support: ImageFeatures, support_mask: torch.Tensor, query: ImageFeatures, weights: bool = False):
     """The naive support-as-memory path of ``FSSAM(query_memory=False)``, 1 shot, every mask:
-    support_mask (B,1,S,S) in {0,1} -> memory -> memory attention on the query -> decoder."""
+    support_mask (B,1,S,S) in {0,1} -> memory -> memory attention on the query -> decoder.
+    -> (logits, iou, score) of `_decode_all`, and with `weights` the memory-attention softmax
+    weights of every layer [(B,heads,hw,hw+4)], with grad."""
     b = support_mask.shape[0]
     mem = mask_to_memory(sam, support, support_mask)
     memory, memory_pos, num_ptr = assemble_memory(
@@ -218,10 +226,31 @@ def _track(sam, support: ImageFeatures, support_mask: torch.Tensor, query: Image
     )  # (hw+4,B,64)
     curr = query.pix.flatten(2).permute(2, 0, 1)  # (hw,B,256)
     curr_pos = query.pos.flatten(2).permute(2, 0, 1)
-    out = calibrated_memory_attention(sam.memory_attention, curr, curr_pos, memory, memory_pos, num_ptr,
-                                      support_mask=None, num_shots=1, calibrate=False)  # (hw,B,256)
+    out, maps = calibrated_memory_attention(sam.memory_attention, curr, curr_pos, memory, memory_pos, num_ptr,
+                                            support_mask=None, num_shots=1, calibrate=False, return_maps=True,
+                                            attention_weights=weights)  # (hw,B,256)
     pix = out.permute(1, 2, 0).reshape(b, -1, *query.pix.shape[-2:])  # (B,256,h,w)
-    return _decode_all(sam, pix, query.high_res)
+    decoded = _decode_all(sam, pix, query.high_res)
+    return (*decoded, maps.weights) if weights else decoded
+
+
+def _attention_loss(weights: list[torch.Tensor], mask_a: torch.Tensor, mask_b: torch.Tensor) -> torch.Tensor:
+    """Where the query looks in the memory: every query cell of the tracked individual (frame b)
+    should give its attention to the individual's memory cells (frame a), every other query cell
+    to anything else (other memory cells, the object pointers); -log of that attention mass,
+    layers and heads averaged. weights [(B,H,n,L)], masks (B,S,S) in {0,1,255} (nearest to the
+    grid; pairs whose frame a shows no memory cell of the individual are left out)."""
+    side = math.isqrt(weights[0].shape[-2])
+    grid = lambda m: F.interpolate(m[:, None].float(), size=(side, side), mode="nearest").flatten(1)  # noqa: E731
+    a, qb = grid(mask_a), grid(mask_b)  # (B,n)
+    object_keys = (a == 1).float()
+    valid = (qb != IGNORE).float() * (object_keys.sum(1, keepdim=True) > 0)  # (B,n)
+    losses = []
+    for w in weights:
+        on_object = (w.mean(1)[..., : side * side] * object_keys[:, None]).sum(-1)  # (B,n)
+        mass = torch.where(qb == 1, on_object, 1 - on_object).clamp_min(1e-6)
+        losses.append(-(mass.log() * valid).sum() / valid.sum().clamp_min(1))
+    return torch.stack(losses).mean()
 
 
 def _random_points(masks: torch.Tensor, rng: np.random.Generator):
@@ -273,7 +302,8 @@ def pretrain_toy_sam2(root: str | Path, out_file: str | Path, steps: int = SAM2_
     individual tracked among companions) and save it as a SAM 2.0 release file ``{"model": state_dict}`` at `out_file`.
 
     Each step: a batch of (frame a, frame b) pairs of one clip; frame a's mask -> memory ->
-    segment frame b (the 3 output masks all supervised: a memory leaves no ambiguity); with
+    segment frame b (the 3 output masks all supervised: a memory leaves no ambiguity), plus
+    `config.attention_weight` x the memory-attention loss (`_attention_loss`); with
     `config.prompt_weight` > 0 also a random click on frame a -> its mask (best of 3). The
     clips are rendered from the world's seed at indices far from those on disk, and show all
     20 classes (class-agnostic, like SAM 2's video data). Returns metrics: losses (per step),
@@ -303,7 +333,10 @@ def pretrain_toy_sam2(root: str | Path, out_file: str | Path, steps: int = SAM2_
             ia, ib, ma, mb = (x.to(device) for x in _frame_pairs(images, masks, config.batch, rng))
             feats = encode_image(sam, torch.cat([ia, ib]))  # with grad: the image encoder trains too
             fa, fb = _split(feats, config.batch)
-            loss, iou = _mask_losses(*_track(sam, fa, (ma == 1).float()[:, None], fb), mb, best_only=False)
+            tracked = _track(sam, fa, (ma == 1).float()[:, None], fb, weights=config.attention_weight > 0)
+            loss, iou = _mask_losses(*tracked[:3], mb, best_only=False)
+            if config.attention_weight > 0:
+                loss = loss + config.attention_weight * _attention_loss(tracked[3], ma, mb)
             if config.prompt_weight > 0:
                 points, labels = (x.to(device) for x in _random_points(ma.cpu(), rng))
                 pix = fa.pix + sam.no_mem_embed.view(1, -1, 1, 1)  # a frame without memory (SAM 2)

@@ -369,6 +369,23 @@ def test_return_maps_do_not_change_output(sam):
         assert not a.requires_grad
 
 
+def test_attention_weights_keep_grad_and_give_the_same_output(sam):
+    ep = random_episode(sam, 2, 1, seed=13)
+    memory = ep["memory"].clone().requires_grad_(True)
+    plain = run(sam, {**ep, "memory": memory}, calibrate=False)
+    out, maps = run(sam, {**ep, "memory": memory}, calibrate=False, return_maps=True, attention_weights=True)
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-5)  # explicit softmax vs the fused kernel
+    L = ep["memory"].shape[0]
+    assert len(maps.weights) == len(sam.memory_attention.layers)
+    for w in maps.weights:
+        assert w.shape == (2, 1, GRID * GRID, L) and w.requires_grad
+        torch.testing.assert_close(w.sum(-1), torch.ones(2, 1, GRID * GRID))
+    maps.weights[-1][..., :GRID * GRID].sum().backward()  # a loss on the weights reaches the memory
+    assert memory.grad is not None and memory.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="attention_weights needs calibrate=False"):
+        run(sam, ep, calibrate=True, return_maps=True, attention_weights=True)
+
+
 def test_train_mode_dropout(sam):
     ep = random_episode(sam, 2, 2, seed=13)
     ma = copy.deepcopy(sam.memory_attention).train()

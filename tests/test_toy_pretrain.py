@@ -141,3 +141,23 @@ def test_ensure_toy_standins_trains_once_then_reads_the_cache(world, tmp_path, m
     with pytest.raises(AssertionError, match="trained although"):  # other settings: a new key
         ensure_toy_standins(world, tmp_path, fold=0, **{**kw, "sam2_steps": 3})
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json", ".pt", ".pt"]  # no temp files
+
+
+def test_attention_loss_rewards_looking_at_the_object():
+    side = 2  # 2x2 grid, 4 memory cells + 4 pointer tokens
+    mask_a = torch.tensor([[[1, 0], [0, 0]]])  # the object sits in memory cell 0
+    mask_b = torch.tensor([[[1, 0], [0, 255]]])  # query cell 0 is object, cell 3 ignored
+    on_target = torch.zeros(1, 1, 4, 8)
+    on_target[..., 0, 0] = 1  # the object cell looks at the object
+    on_target[..., 1:, 5] = 1  # the others at a pointer
+    wrong = torch.zeros(1, 1, 4, 8)
+    wrong[..., 0, 5] = 1
+    wrong[..., 1:, 0] = 1
+    uniform = torch.full((1, 1, 4, 8), 1 / 8)
+    losses = [toy_pretrain._attention_loss([w], mask_a, mask_b).item() for w in (on_target, wrong, uniform)]
+    assert losses[0] == pytest.approx(0, abs=1e-5)
+    assert losses[1] > losses[2] > losses[0]
+    # by hand for the uniform weights: object cell -log(1/8), the 2 valid background cells -log(7/8)
+    assert losses[2] == pytest.approx((-np.log(1 / 8) - 2 * np.log(7 / 8)) / 3, rel=1e-5)
+    # a frame a without the object on the grid teaches nothing
+    assert toy_pretrain._attention_loss([uniform], torch.zeros(1, side, side, dtype=torch.long), mask_b).item() == 0

@@ -45,6 +45,9 @@ class AttentionMaps:
     # (B,heads,N,N) softmax weights each query pixel gives the real query-memory frame;
     # empty for a support-only memory
     query_attention: list[torch.Tensor] = field(default_factory=list)
+    # (B,heads,N,L) every softmax weight, with grad (plain attention, `attention_weights=True`);
+    # empty otherwise
+    weights: list[torch.Tensor] = field(default_factory=list)
 
 
 def calibration_map(
@@ -187,8 +190,15 @@ def calibrated_memory_attention(
     kshot_calibration: str = "mean",
     bias_scale: float = 10.0,
     return_maps: bool = False,
+    attention_weights: bool = False,
 ):
-    """FSSAM memory attention -> (N,B,256), or ((N,B,256), AttentionMaps) with return_maps."""
+    """FSSAM memory attention -> (N,B,256), or ((N,B,256), AttentionMaps) with return_maps.
+
+    `attention_weights` (plain attention only, with return_maps): the softmax weights are
+    computed explicitly, kept with their grad in `maps.weights` (for a loss on them) and used
+    for the output instead of the fused kernel (equal up to rounding)."""
+    if attention_weights and (calibrate or not return_maps):
+        raise ValueError("calibrated_memory_attention: attention_weights needs calibrate=False and return_maps=True")
     K, has_query = _validate(memory_attention, curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens,
                              support_mask, num_shots, calibrate, kshot_calibration)
     n = curr.shape[0]
@@ -225,6 +235,10 @@ def calibrated_memory_attention(
             )
             if return_maps:
                 maps.calibration.append(calib)
+        elif attention_weights:
+            probs = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)  # (B,H,n,L)
+            out = (F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs) @ v
+            maps.weights.append(probs)
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
             if return_maps and has_query:
