@@ -150,9 +150,9 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(root, tmp_path):
 
 
 def test_resume_errors(root, tmp_path):
-    train(config(root, "max_steps=2"), tiny_factory(), tmp_path, progress=False)
+    train(config(root, "max_steps=2", "lr=1e-3"), tiny_factory(), tmp_path, progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
-        train(config(root, "max_steps=2"), tiny_factory(), tmp_path, progress=False)
+        train(config(root, "max_steps=2", "lr=1e-3"), tiny_factory(), tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"2 key\(s\): data\.shot: 1 -> 2; train\.lr: 0\.001 -> 0\.002"):
         train(config(root, "lr=2e-3", "shot=2"), tiny_factory(), tmp_path, resume=True, progress=False)
     with pytest.raises(FileNotFoundError, match="last.pt"):
