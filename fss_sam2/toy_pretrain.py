@@ -51,6 +51,7 @@ from .data.transforms import resize
 from .metrics import intersection_union, logits_to_prediction
 from .modules.calibrated_attention import calibrated_memory_attention
 from .modules.common import cosine_map, masked_average
+from .modules.decoder import mask_decoder_outputs
 from .modules.mask_memory import mask_to_memory
 from .modules.memory_assembly import assemble_memory
 from .modules.prompt_generator import DINO_MEAN, DINO_PATCH, DINO_STD, dino_size
@@ -194,22 +195,9 @@ def _split(feats: ImageFeatures, n: int) -> tuple[ImageFeatures, ImageFeatures]:
 
 
 def _decode_all(sam, pix: torch.Tensor, high_res, points=None, labels=None):
-    """SAM 2's mask decoder, every multimask output: (logits (B,3,S,S), iou (B,3), object score (B,1)).
-    No prompt -> one padding point, as ``modules.decoder.decode_masks``."""
-    b = pix.shape[0]
-    if points is None:
-        points = torch.zeros(b, 1, 2, device=pix.device)
-        labels = -torch.ones(b, 1, dtype=torch.int32, device=pix.device)
-    sparse, dense = sam.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
-    masks, iou, _, score = sam.sam_mask_decoder(
-        image_embeddings=pix,
-        image_pe=sam.sam_prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=True,
-        repeat_image=False,
-        high_res_features=high_res,
-    )  # masks (B,3,S/4,S/4)
+    """SAM 2's mask decoder, every multimask output, upsampled: (logits (B,3,S,S), iou (B,3),
+    object score (B,1)). No prompt -> one padding point, as ``modules.decoder.decode_masks``."""
+    masks, iou, score = mask_decoder_outputs(sam, pix, high_res, points, labels)  # masks (B,3,S/4,S/4)
     size = (sam.image_size, sam.image_size)
     return F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False), iou, score
 

@@ -21,6 +21,26 @@ class DecoderOutput:
     object_score: torch.Tensor  # (B,1) object-score logit (reported, never applied)
 
 
+def mask_decoder_outputs(sam, pix: torch.Tensor, high_res: list[torch.Tensor], points=None, labels=None):
+    """SAM 2's prompt encoder + mask decoder, all three masks: pix (B,256,h,w) ->
+    (masks (B,3,4h,4w), ious (B,3), object_score (B,1)). Prompt: `points` (B,P,2) in pixels with
+    `labels` (B,P), or none (one padding point, label -1)."""
+    if points is None:
+        points = torch.zeros(pix.shape[0], 1, 2, device=pix.device)
+        labels = -torch.ones(pix.shape[0], 1, dtype=torch.int32, device=pix.device)
+    sparse, dense = sam.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
+    masks, ious, _, object_score = sam.sam_mask_decoder(
+        image_embeddings=pix,
+        image_pe=sam.sam_prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+        repeat_image=False,  # already one image per prompt
+        high_res_features=high_res,
+    )
+    return masks, ious, object_score
+
+
 def decode_masks(sam, pix_with_mem: torch.Tensor, high_res: list[torch.Tensor]) -> DecoderOutput:
     """pix_with_mem (B,256,h,w), high_res [(B,32,4h,4w), (B,64,2h,2w)] -> DecoderOutput."""
     size = sam.sam_image_embedding_size
@@ -39,18 +59,7 @@ def decode_masks(sam, pix_with_mem: torch.Tensor, high_res: list[torch.Tensor]) 
         )
 
     device = pix_with_mem.device
-    points = torch.zeros(B, 1, 2, device=device)  # one padding point (label -1)
-    labels = -torch.ones(B, 1, dtype=torch.int32, device=device)
-    sparse, dense = sam.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
-    masks, ious, _, object_score = sam.sam_mask_decoder(
-        image_embeddings=pix_with_mem,
-        image_pe=sam.sam_prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=True,
-        repeat_image=False,  # already one image per prompt
-        high_res_features=high_res,
-    )  # masks (B,3,4h,4w), ious (B,3), object_score (B,1)
+    masks, ious, object_score = mask_decoder_outputs(sam, pix_with_mem, high_res)
     best = ious.argmax(dim=-1)  # (B,)
     batch = torch.arange(B, device=device)
     masks = masks.float()
