@@ -2,7 +2,7 @@
 
 The naive "support as memory" SAM 2 (`FSSAM(query_memory=False)`) encodes each support image
 with its mask into a memory and lets the query attend to it, exactly as SAM 2 carries an object
-from frame 0 to frame t of a video. `read_memory` runs that forward step by step and keeps the
+from frame 0 to frame t of a video. `read_memory` keeps, from the model's trace, the
 cross-attention weights of every memory-attention layer; `study` scores batches of either kind:
 - clip pairs (`clip_pairs`): frame 0 of a toy clip with its mask -> frame t of the same clip
   (tracking: the same individual), or of another clip of the same class (another individual);
@@ -11,9 +11,7 @@ cross-attention weights of every memory-attention layer; `study` scores batches 
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,39 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .backbones.sam2_model import encode_image
 from .data.episode_dataset import binarise, collate
 from .data.sources import read_image, read_label
 from .data.toy import NUM_TOY_CLASSES
 from .data.transforms import val_transform
 from .metrics import intersection_union, logits_to_prediction
-from .modules.calibrated_attention import calibrated_memory_attention
-from .modules.decoder import decode_masks
-from .modules.mask_memory import mask_to_memory
-from .modules.memory_assembly import assemble_memory
 from .toy_pretrain import read_clips_meta
 from .tutorial import label_on_grid
-
-
-@contextmanager
-def recorded_attention(keys: int) -> Iterator[list[torch.Tensor]]:
-    """Record the softmax weights (B,H,n,keys) of every `F.scaled_dot_product_attention` call
-    with `keys` keys made inside the block (SAM 2's attention layers call it; no mask used)."""
-    weights: list[torch.Tensor] = []
-    sdpa = F.scaled_dot_product_attention
-
-    def recording(q, k, v, *args, **kwargs):
-        if k.shape[-2] == keys:
-            if args or kwargs.get("attn_mask") is not None or kwargs.get("is_causal"):
-                raise ValueError("recorded_attention: masked or causal attention is not supported")
-            weights.append((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1).detach())
-        return sdpa(q, k, v, *args, **kwargs)
-
-    F.scaled_dot_product_attention = recording
-    try:
-        yield weights
-    finally:
-        F.scaled_dot_product_attention = sdpa
 
 
 @dataclass
@@ -78,30 +50,15 @@ class MemoryRead:
         return [a[index].mean(0)[rows, : self.shots * h * w].mean(0).reshape(self.shots, h, w) for a in self.attention]
 
 
-@torch.no_grad()
 def read_memory(model, query: torch.Tensor, supports: torch.Tensor, support_masks: torch.Tensor) -> MemoryRead:
     """What `FSSAM(query_memory=False)` computes for query (B,3,S,S), supports (B,K,3,S,S) and
-    support_masks (B,K,S,S) in {0,1,255}: supports -> memories -> memory attention -> decoder."""
+    support_masks (B,K,S,S) in {0,1,255}: supports -> memories -> memory attention -> decoder,
+    read from the model's own trace."""
     if model.query_memory:
         raise ValueError("read_memory: expects the naive model, FSSAM(query_memory=False)")
-    sam = model.sam2
-    b, k = supports.shape[:2]
-    query_feats = encode_image(sam, query)
-    masks = (support_masks == 1).float().flatten(0, 1).unsqueeze(1)  # (BK,1,S,S), ignore -> 0
-    mem = mask_to_memory(sam, encode_image(sam, supports.flatten(0, 1)), masks, model.memory_dtype)
-    memory, memory_pos, num_ptr = assemble_memory(
-        sam, mem.memory.unflatten(0, (b, k)), mem.pos.unflatten(0, (b, k)), None, None,
-        mem.obj_ptr.unflatten(0, (b, k)), None,
-    )  # (K*n + 4K,B,64)
-    pix, pos = query_feats.pix, query_feats.pos  # (B,256,h,w)
-    with recorded_attention(memory.shape[0]) as weights:
-        out = calibrated_memory_attention(
-            sam.memory_attention, pix.flatten(2).permute(2, 0, 1), pos.flatten(2).permute(2, 0, 1),
-            memory, memory_pos, num_ptr, num_shots=k, calibrate=False,
-        )  # (n,B,256)
-    feats = out.permute(1, 2, 0).reshape(pix.shape)
-    logits = decode_masks(sam, feats, query_feats.high_res).logits[:, 0]  # (B,S,S)
-    return MemoryRead(logits, weights, k, tuple(pix.shape[-2:]))
+    trace = model.trace(query, supports, support_masks)
+    grid = tuple(trace.query_features.pix.shape[-2:])
+    return MemoryRead(trace.logits, trace.attention.weights, supports.shape[1], grid)
 
 
 def clip_pairs(root: str | Path, size: int, other_instance: bool = False) -> list[dict]:

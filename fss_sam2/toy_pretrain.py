@@ -49,11 +49,8 @@ from .data.sources import META_FILE, read_image, read_label
 from .data.toy import NUM_TOY_CLASSES, make_clip
 from .data.transforms import resize
 from .metrics import intersection_union, logits_to_prediction
-from .modules.calibrated_attention import calibrated_memory_attention
+from .model import FSSAM, split_features
 from .modules.common import cosine_map, masked_average
-from .modules.decoder import mask_decoder_outputs
-from .modules.mask_memory import mask_to_memory
-from .modules.memory_assembly import assemble_memory
 from .modules.prompt_generator import DINO_MEAN, DINO_PATCH, DINO_STD, dino_size
 
 CLIPS_FILE = Path("clips") / "clips.json"
@@ -185,41 +182,25 @@ def _frame_pairs(images, masks, batch: int, rng: np.random.Generator):
     return ia, ib, ma, mb
 
 
-# ---- SAM 2: forward paths ------------------------------------------------------------------
+# ---- SAM 2: the tracking path ---------------------------------------------------------------
 
 
-def _split(feats: ImageFeatures, n: int) -> tuple[ImageFeatures, ImageFeatures]:
-    head = ImageFeatures(feats.pix[:n], feats.pos[:n], [h[:n] for h in feats.high_res])
-    tail = ImageFeatures(feats.pix[n:], feats.pos[n:], [h[n:] for h in feats.high_res])
-    return head, tail
+def tracker(sam) -> FSSAM:
+    """The naive support-as-memory FSSAM over `sam` (no DINOv2): the path SAM 2 uses to carry
+    an object from frame a to frame b of a video, and the one its stand-in is pretrained on.
+    Leaves `sam`'s requires_grad flags as FSSAM sets them (the caller may change them)."""
+    return FSSAM(sam, None, query_memory=False)
 
 
-def _decode_all(sam, pix: torch.Tensor, high_res, points=None, labels=None):
-    """SAM 2's mask decoder, every multimask output, upsampled: (logits (B,3,S,S), iou (B,3),
-    object score (B,1)). No prompt -> one padding point, as ``modules.decoder.decode_masks``."""
-    masks, iou, score = mask_decoder_outputs(sam, pix, high_res, points, labels)  # masks (B,3,S/4,S/4)
-    size = (sam.image_size, sam.image_size)
-    return F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False), iou, score
-
-
-def _track(sam, support: ImageFeatures, support_mask: torch.Tensor, query: ImageFeatures, weights: bool = False):
-    """The naive support-as-memory path of ``FSSAM(query_memory=False)``, 1 shot, every mask:
-    support_mask (B,1,S,S) in {0,1} -> memory -> memory attention on the query -> decoder.
-    -> (logits, iou, score) of `_decode_all`, and with `weights` the memory-attention softmax
-    weights of every layer [(B,heads,hw,hw+4)], with grad."""
-    b = support_mask.shape[0]
-    mem = mask_to_memory(sam, support, support_mask)
-    memory, memory_pos, num_ptr = assemble_memory(
-        sam, mem.memory[:, None], mem.pos[:, None], None, None, mem.obj_ptr[:, None], None
-    )  # (hw+4,B,64)
-    curr = query.pix.flatten(2).permute(2, 0, 1)  # (hw,B,256)
-    curr_pos = query.pos.flatten(2).permute(2, 0, 1)
-    out, maps = calibrated_memory_attention(sam.memory_attention, curr, curr_pos, memory, memory_pos, num_ptr,
-                                            support_mask=None, num_shots=1, calibrate=False, return_maps=True,
-                                            attention_weights=weights)  # (hw,B,256)
-    pix = out.permute(1, 2, 0).reshape(b, -1, *query.pix.shape[-2:])  # (B,256,h,w)
-    decoded = _decode_all(sam, pix, query.high_res)
-    return (*decoded, maps.weights) if weights else decoded
+def _track(model: FSSAM, support: ImageFeatures, support_mask: torch.Tensor, query: ImageFeatures,
+           weights: bool = False):
+    """FSSAM's stages on the naive path, 1 shot: support_mask (B,1,S,S) in {0,1} -> memory ->
+    memory attention on the query -> decoder. -> (DecoderOutput with all three masks, the
+    memory-attention maps with the softmax weights of every layer [(B,heads,hw,hw+4)] with grad
+    when `weights`, else None)."""
+    mem = model.memories(query, support, support_mask, None)
+    pix_with_mem, maps = model.attend(query, mem, None, weights_with_grad=weights)
+    return model.decode(pix_with_mem, query.high_res), maps
 
 
 def _attention_loss(weights: list[torch.Tensor], mask_a: torch.Tensor, mask_b: torch.Tensor) -> torch.Tensor:
@@ -312,6 +293,7 @@ def pretrain_toy_sam2(root: str | Path, out_file: str | Path, steps: int = SAM2_
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         sam = build_sam2_model("tiny-toy", config.image_size, device=device)
+        model = tracker(sam)
         sam.requires_grad_(True).train()
         params = [p for p in sam.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -320,16 +302,17 @@ def pretrain_toy_sam2(root: str | Path, out_file: str | Path, steps: int = SAM2_
         for _ in bar:
             ia, ib, ma, mb = (x.to(device) for x in _frame_pairs(images, masks, config.batch, rng))
             feats = encode_image(sam, torch.cat([ia, ib]))  # with grad: the image encoder trains too
-            fa, fb = _split(feats, config.batch)
-            tracked = _track(sam, fa, (ma == 1).float()[:, None], fb, weights=config.attention_weight > 0)
-            loss, iou = _mask_losses(*tracked[:3], mb, best_only=False)
+            fa, fb = split_features(feats, config.batch)
+            out, maps = _track(model, fa, (ma == 1).float()[:, None], fb, weights=config.attention_weight > 0)
+            loss, iou = _mask_losses(out.all_logits, out.all_iou, out.object_score, mb, best_only=False)
             if config.attention_weight > 0:
-                loss = loss + config.attention_weight * _attention_loss(tracked[3], ma, mb)
+                loss = loss + config.attention_weight * _attention_loss(maps.weights, ma, mb)
             if config.prompt_weight > 0:
                 points, labels = (x.to(device) for x in _random_points(ma.cpu(), rng))
                 pix = fa.pix + sam.no_mem_embed.view(1, -1, 1, 1)  # a frame without memory (SAM 2)
+                prompted = model.decode(pix, fa.high_res, points, labels)
                 loss = loss + config.prompt_weight * _mask_losses(
-                    *_decode_all(sam, pix, fa.high_res, points, labels), ma, best_only=True)[0]
+                    prompted.all_logits, prompted.all_iou, prompted.object_score, ma, best_only=True)[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, config.clip_grad)
@@ -365,7 +348,8 @@ def evaluate_tracking(sam, root: str | Path, batch_size: int = 8, device: str | 
     meta = read_clips_meta(root)
     device = torch.device(device)
     size = sam.image_size
-    was_training = sam.training
+    was_training, grads = sam.training, {name: p.requires_grad for name, p in sam.named_parameters()}
+    model = tracker(sam)
     sam.eval()
     t0 = time.perf_counter()
     queries = []  # (support image, support mask, query image, raw query mask, gap)
@@ -383,9 +367,8 @@ def evaluate_tracking(sam, root: str | Path, batch_size: int = 8, device: str | 
             sup = torch.from_numpy(np.stack([c[0] for c in chunk])).permute(0, 3, 1, 2).float().to(device)
             sup_m = torch.from_numpy(np.stack([c[1] for c in chunk]) == 1).float()[:, None].to(device)
             qry = torch.from_numpy(np.stack([c[2] for c in chunk])).permute(0, 3, 1, 2).float().to(device)
-            fs, fq = _split(encode_image(sam, torch.cat([sup, qry])), len(chunk))
-            logits, iou_pred, _ = _track(sam, fs, sup_m, fq)
-            best = logits[torch.arange(len(chunk)), iou_pred.argmax(1)]  # (B,S,S), as decode_masks picks
+            fs, fq = split_features(encode_image(sam, torch.cat([sup, qry])), len(chunk))
+            best = _track(model, fs, sup_m, fq)[0].logits[:, 0]  # (B,S,S)
             for b, (_, _, _, raw, gap) in enumerate(chunk):
                 (_, i), (_, u) = intersection_union(logits_to_prediction(best[b].cpu(), raw.shape), raw)
                 per_frame.append(i / u if u else 1.0)
@@ -393,6 +376,8 @@ def evaluate_tracking(sam, root: str | Path, batch_size: int = 8, device: str | 
                 inter, union = inter + i, union + u
     finally:
         sam.train(was_training)
+        for name, p in sam.named_parameters():
+            p.requires_grad_(grads[name])
     per_frame, gaps = np.array(per_frame), np.array(gaps)
     return {
         "miou": float(per_frame.mean()),

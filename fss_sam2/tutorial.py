@@ -1,6 +1,6 @@
 """Plumbing for the tutorial notebooks, so that they stay narrative: one `setup` call gives the
-data, the models and model-ready episodes of a profile, and a few probes open FSSAM's forward
-pass step by step (memories before the attention, attention maps, scores of soft maps).
+data, the models and model-ready episodes of a profile; a few helpers score what
+`FSSAM.trace` keeps of the forward (attention shares, IoU of soft maps).
 
 Profiles (DESIGN §6):
   toy    the synthetic world (generated once, reused when the same world is on disk), tiny SAM 2
@@ -251,92 +251,12 @@ def setup(
     )
 
 
-# ---- probes into the forward pass ----
+# ---- probes into the forward pass (read from `FSSAM.trace`) ----
 
 
-@dataclass
-class EpisodeMemories:
-    """What FSSAM builds for a batch before its memory attention (h = w = image_size / 16)."""
-
-    query_feats: object  # ImageFeatures of the query: pix / pos (B,256,h,w), high_res
-    prior_maps: object  # PriorMaps: fg_tokens, bg_tokens (B,K,t,t); fg, bg, ae (B,K,S,S)
-    support_memory: torch.Tensor  # (B,K,64,h,w)
-    support_pos: torch.Tensor  # (B,K,64,h,w)
-    support_ptr: torch.Tensor  # (B,K,256)
-    fg_memory: torch.Tensor  # (B,64,h,w) query encoded with the foreground prior
-    ae_memory: torch.Tensor  # (B,64,h,w) query encoded with the discriminative prior
-    query_pos: torch.Tensor  # (B,64,h,w)
-    query_ptr: torch.Tensor  # (B,256) pointer of the discriminative prior
-    support_mask: torch.Tensor  # (B,K,1,h,w) soft (bilinear), for IMR
-    support_mask_nearest: torch.Tensor  # (B,K,1,h,w) nearest, for the calibrated attention
-    prior_fg: torch.Tensor  # (B,1,h,w) shot-mean foreground prior on the memory grid
-    prior_ae: torch.Tensor  # (B,1,h,w) shot-mean discriminative prior on the memory grid
-
-
-@torch.no_grad()
-def trace_memories(model, batch: dict) -> EpisodeMemories:
-    """The steps of `FSSAM.forward` up to the memory refinement, kept for inspection."""
-    from .backbones.sam2_model import encode_image
-    from .modules.mask_memory import mask_to_memory
-    from .modules.memory_refinement import downsample_to_memory
-
-    sam, dtype = model.sam2, model.memory_dtype
-    query, supports = batch["query"], batch["supports"]  # (B,3,S,S), (B,K,3,S,S)
-    masks = (batch["support_masks"] == 1).float()  # (B,K,S,S), ignore -> 0 as in the model
-    b, k = supports.shape[:2]
-    maps = model.prompt_generator.maps(query, supports, masks)
-    prior_fg = maps.fg.mean(1, keepdim=True)  # (B,1,S,S)
-    prior_ae = maps.ae.mean(1, keepdim=True)
-    query_feats = encode_image(sam, query)
-    flat_masks = masks.flatten(0, 1).unsqueeze(1)  # (BK,1,S,S)
-    sup = mask_to_memory(sam, encode_image(sam, supports.flatten(0, 1)), flat_masks, dtype)
-    fg = mask_to_memory(sam, query_feats, prior_fg, dtype)
-    ae = mask_to_memory(sam, query_feats, prior_ae, dtype)
-    grid = query_feats.pix.shape[-2:]
-    return EpisodeMemories(
-        query_feats=query_feats,
-        prior_maps=maps,
-        support_memory=sup.memory.unflatten(0, (b, k)),
-        support_pos=sup.pos.unflatten(0, (b, k)),
-        support_ptr=sup.obj_ptr.unflatten(0, (b, k)),
-        fg_memory=fg.memory,
-        ae_memory=ae.memory,
-        query_pos=ae.pos,
-        query_ptr=ae.obj_ptr,
-        support_mask=downsample_to_memory(flat_masks, grid).unflatten(0, (b, k)),
-        support_mask_nearest=downsample_to_memory(flat_masks, grid, mode="nearest").unflatten(0, (b, k)),
-        prior_fg=downsample_to_memory(prior_fg, grid),
-        prior_ae=downsample_to_memory(prior_ae, grid),
-    )
-
-
-@torch.no_grad()
-def attend(model, mem: EpisodeMemories, query_memory: torch.Tensor, calibrate: bool = True):
-    """FSSAM's memory attention over [supports, `query_memory` (B,64,h,w), pointers], with or
-    without the support calibration -> (features (B,256,h,w), AttentionMaps)."""
-    from .modules.calibrated_attention import calibrated_memory_attention
-    from .modules.memory_assembly import assemble_memory
-
-    sam = model.sam2
-    memory, memory_pos, num_ptr = assemble_memory(
-        sam, mem.support_memory, mem.support_pos, query_memory, mem.query_pos, mem.support_ptr, mem.query_ptr
-    )
-    pix, pos = mem.query_feats.pix, mem.query_feats.pos  # (B,256,h,w)
-    out, maps = calibrated_memory_attention(
-        sam.memory_attention,
-        pix.flatten(2).permute(2, 0, 1),  # (hw,B,256)
-        pos.flatten(2).permute(2, 0, 1),
-        memory,
-        memory_pos,
-        num_ptr,
-        support_mask=mem.support_mask_nearest,
-        num_shots=mem.support_memory.shape[1],
-        calibrate=calibrate,
-        kshot_calibration=model.kshot_calibration,
-        bias_scale=model.bias_scale,
-        return_maps=True,
-    )
-    return out.permute(1, 2, 0).reshape(pix.shape), maps
+def trace(model, batch: dict, **options):
+    """`model.trace` of a collated batch (see `FSSAM.trace` for the options)."""
+    return model.trace(batch["query"], batch["supports"], batch["support_masks"], **options)
 
 
 def attention_mass(query_attention: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

@@ -355,7 +355,7 @@ def round_strip(
     history: Sequence[Mapping],
     initial=None,
     *,
-    keys: Sequence[str] = ("S_qs", "S_qq", "W", "prior_ae"),
+    keys: Sequence[str] = ("S_qs", "S_qq", "W", "prior_disc"),
     index: int = 0,
     outline=None,
     title: str | None = None,
@@ -372,7 +372,7 @@ def round_strip(
     for key in keys:
         maps = [step[key][index] for step in history]
         if initial is not None:
-            maps = [initial if key == "prior_ae" else None, *maps]
+            maps = [initial if key == "prior_disc" else None, *maps]
         rows[key] = maps
     columns = (["before"] if initial is not None else []) + [f"round {t + 1}" for t in range(len(history))]
     return map_rows(rows, columns, outline=outline, title=title)

@@ -60,11 +60,11 @@ def test_imr_matches_reference(k, version):
     np.testing.assert_allclose(refined.double().numpy(), reference_imr(*inputs, 3, version), atol=1e-5)
     assert len(steps) == 3
     for step in steps:
-        for name in ("W", "S_qq", "S_qs", "prior_ae"):
+        for name in ("W", "S_qq", "S_qs", "prior_disc"):
             assert step[name].shape == (2, 1, 8, 8)
             assert step[name].min() >= 0 and step[name].max() <= 1 + 1e-6, name
         assert step["W"].max() > 0.1  # the blend actually happens
-    torch.testing.assert_close(steps[-1]["ae_memory"], refined)
+    torch.testing.assert_close(steps[-1]["disc_memory"], refined)
     assert torch.equal(steps[0]["S_qs"], steps[2]["S_qs"])  # support similarity fixed
 
 
@@ -108,7 +108,7 @@ def test_imr_bad_arguments():
     support, fg, ae, mask, pf, pa = inputs
     with pytest.raises(ValueError, match="support_mask"):
         iterative_memory_refinement(support, fg, ae, mask[:, :1], pf, pa)
-    with pytest.raises(ValueError, match="prior_ae"):
+    with pytest.raises(ValueError, match="prior_disc"):
         iterative_memory_refinement(support, fg, ae, mask, pf, pa[..., :4])
 
 

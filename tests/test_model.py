@@ -149,3 +149,45 @@ def test_not_a_checkpoint_is_named(tmp_path):
     torch.save({"foo": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="weights.pt"):
         fss_sam2.load_model(path, sam2="tiny-toy", dino="tiny-toy", image_size=S)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("switches", [{}, {"num_refine": 0}, {"calibrate": False}, {"query_memory": False},
+                                      {"priors_only": True}, {"kshot_calibration": "official"}])
+def test_trace_gives_the_forward_logits_bit_for_bit(k, switches):
+    torch.manual_seed(0)
+    model = fss_sam2.load_model(sam2="tiny-toy", dino="tiny-toy", image_size=S, **switches)
+    query, supports, masks = episode(k=k, seed=3)
+    with torch.no_grad():
+        expected = model(query, supports, masks)
+    trace = model.trace(query, supports, masks)
+    assert torch.equal(trace.logits, expected)
+    if model.priors_only:
+        assert trace.memories is None and trace.priors.disc.shape == (2, k, S, S)
+        return
+    layers = len(model.sam2.memory_attention.layers)
+    assert len(trace.attention.weights) == layers
+    for w in trace.attention.weights:  # softmax rows over the attended keys
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+    if not model.query_memory:
+        assert trace.priors is None and trace.query_memory is None and trace.attention_calibrated is None
+        assert trace.attention.weights[0].shape == (2, 1, 64, k * 64 + 4 * k)  # support tokens + pointers
+        return
+    assert len(trace.refinement) == model.num_refine
+    if model.num_refine:
+        assert torch.equal(trace.refinement[-1]["disc_memory"], trace.query_memory)
+    else:
+        assert torch.equal(trace.query_memory, trace.memories.disc)
+    own = trace.attention_calibrated if model.calibrates else trace.attention_plain
+    assert own is trace.attention
+    assert len(trace.attention_calibrated.calibration) == layers and trace.attention_plain.calibration == []
+    assert trace.attention_plain.query_attention[0].shape == (2, 1, 64, 64)
+    assert trace.memories.support.shape == (2, k, 64, 8, 8) and trace.memories.prior_disc.shape == (2, 1, 8, 8)
+
+
+def test_trace_rounds_override_leaves_the_model_alone(model):
+    query, supports, masks = episode(seed=4)
+    trace = model.trace(query, supports, masks, rounds=5, version="v2")
+    assert len(trace.refinement) == 5 and model.num_refine == 3 and model.refine_version == "v1"
+    _, steps = model.refine(trace.memories, rounds=5, version="v2", history=True)
+    assert torch.equal(steps[-1]["disc_memory"], trace.query_memory)

@@ -216,25 +216,15 @@ def test_model_uses_the_toy_standins(tut, tmp_path, monkeypatch):
     assert all(torch.equal(loaded_dino[k], v) for k, v in dino.state_dict().items())
 
 
-def test_trace_and_attend_reproduce_the_model(tut):
-    from fss_sam2.modules.decoder import decode_masks
-    from fss_sam2.modules.memory_refinement import iterative_memory_refinement
-
+def test_trace_of_a_batch_is_the_model_forward(tut):
     model = tut.model()
     assert tut.weights == "random" and tut.label == f"{SYNTHETIC}, random weights"
     batch = tut.batch(tut.episodes(0, 1, n=2))
     with torch.no_grad():
         expected = model(batch["query"], batch["supports"], batch["support_masks"])
-        mem = tutorial.trace_memories(model, batch)
-        refined = iterative_memory_refinement(mem.support_memory, mem.fg_memory, mem.ae_memory, mem.support_mask,
-                                              mem.prior_fg, mem.prior_ae, rounds=model.num_refine)
-        feats, maps = tutorial.attend(model, mem, refined, calibrate=True)
-        logits = decode_masks(model.sam2, feats, mem.query_feats.high_res).logits[:, 0]
-        _, plain = tutorial.attend(model, mem, refined, calibrate=False)
-    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
-    layers = len(model.sam2.memory_attention.layers)
-    assert len(maps.calibration) == len(maps.query_attention) == len(plain.query_attention) == layers
-    assert plain.calibration == [] and maps.query_attention[0].shape == (2, 1, 64, 64)
+    trace = tutorial.trace(model, batch)
+    assert torch.equal(trace.logits, expected)
+    plain = trace.attention_plain
     grid = tutorial.label_on_grid(batch["query_label"], (8, 8))
     everything = tutorial.attention_mass(plain.query_attention[0], torch.ones_like(grid, dtype=torch.bool))
     parts = sum(tutorial.attention_mass(plain.query_attention[0], grid == v) for v in grid.unique())

@@ -106,7 +106,7 @@ def test_range_and_per_shot_normalisation(generator):
     priors = maps.priors
     assert priors.min() >= 0 and priors.max() <= 1
     # each shot spans [0,1] by itself: fg_sim / bg_sim on the token grid, ae at image size
-    for x in (maps.fg_tokens, maps.bg_tokens, maps.ae):
+    for x in (maps.fg_tokens, maps.bg_tokens, maps.disc):
         assert torch.all(x.amin(dim=(-2, -1)) < 1e-6) and torch.all(x.amax(dim=(-2, -1)) > 1 - 1e-5)
     for j in range(3):  # shot j of a 3-shot episode == the 1-shot episode of that support
         one = generator(query, supports[:, j : j + 1], masks[:, j : j + 1])
@@ -143,7 +143,7 @@ def test_maps_for_tutorials(generator):
     query, supports, masks = episode(b=2, k=2, seed=3)
     maps = generator.maps(query, supports, masks)
     assert maps.fg_tokens.shape == maps.bg_tokens.shape == (2, 2, 10, 10)
-    assert maps.fg.shape == maps.bg.shape == maps.ae.shape == (2, 2, 128, 128)
+    assert maps.fg.shape == maps.bg.shape == maps.disc.shape == (2, 2, 128, 128)
     torch.testing.assert_close(maps.priors, generator(query, supports, masks))
     torch.testing.assert_close(maps.fg[..., ::127, ::127], maps.fg_tokens[..., ::9, ::9])  # corners kept
 

@@ -14,7 +14,7 @@ from fss_sam2.backbones.sam2_model import build_sam2_model, encode_image
 from fss_sam2.data import open_source
 from fss_sam2.data.sources import read_label
 from fss_sam2.data.toy import generate_toy_world
-from fss_sam2.model import FSSAM
+from fss_sam2.model import FSSAM, split_features
 from fss_sam2.toy_pretrain import (
     DinoPretrainConfig,
     Sam2PretrainConfig,
@@ -61,9 +61,9 @@ def test_tracking_path_is_fssam_support_as_memory(world):
     query, support = torch.rand(2, 3, SIZE, SIZE) * 255, torch.rand(2, 3, SIZE, SIZE) * 255
     mask = (torch.rand(2, SIZE, SIZE) > 0.6).long()
     with torch.no_grad():
-        fs, fq = toy_pretrain._split(encode_image(sam, torch.cat([support, query])), 2)
-        logits, iou, _ = toy_pretrain._track(sam, fs, mask.float()[:, None], fq)
-        ours = logits[torch.arange(2), iou.argmax(1)]
+        fs, fq = split_features(encode_image(sam, torch.cat([support, query])), 2)
+        out, _ = toy_pretrain._track(toy_pretrain.tracker(sam), fs, mask.float()[:, None], fq)
+        ours = out.all_logits[torch.arange(2), out.all_iou.argmax(1)]
         naive = FSSAM(sam, build_dinov2("tiny-toy"), query_memory=False).eval()(query, support[:, None], mask[:, None])
     torch.testing.assert_close(ours, naive)
 

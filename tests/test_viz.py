@@ -116,13 +116,13 @@ def test_map_rows_blank_cells_and_shared_scale():
 
 
 def test_round_strip_from_history():
-    history = [{k: torch.rand(2, 1, 4, 4) for k in ("S_qs", "S_qq", "W", "prior_ae")} for _ in range(3)]
+    history = [{k: torch.rand(2, 1, 4, 4) for k in ("S_qs", "S_qq", "W", "prior_disc")} for _ in range(3)]
     fig = viz.round_strip(history, initial=torch.rand(1, 4, 4), index=1, title="imr")
     grid = fig.axes[:16]  # 4 rows x (before + 3 rounds)
     assert [ax.get_title() for ax in grid[:4]] == ["before", "round 1", "round 2", "round 3"]
-    assert [grid[4 * r].get_ylabel() for r in range(4)] == ["S_qs", "S_qq", "W", "prior_ae"]
+    assert [grid[4 * r].get_ylabel() for r in range(4)] == ["S_qs", "S_qq", "W", "prior_disc"]
     assert not grid[0].images and grid[12].images  # "before" holds the prior only
-    np.testing.assert_allclose(grid[13].images[0].get_array(), history[0]["prior_ae"][1, 0].numpy())
+    np.testing.assert_allclose(grid[13].images[0].get_array(), history[0]["prior_disc"][1, 0].numpy())
     with pytest.raises(ValueError, match="not in the history"):
         viz.round_strip(history, keys=("nope",))
 

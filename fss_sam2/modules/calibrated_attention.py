@@ -45,8 +45,8 @@ class AttentionMaps:
     # (B,heads,N,N) softmax weights each query pixel gives the real query-memory frame;
     # empty for a support-only memory
     query_attention: list[torch.Tensor] = field(default_factory=list)
-    # (B,heads,N,L) every softmax weight, with grad (plain attention, `attention_weights=True`);
-    # empty otherwise
+    # (B,heads,N,L) every softmax weight over the attended keys (L' keys once SCMA averages
+    # the supports); detached, except with `attention_weights=True` (plain attention)
     weights: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -192,7 +192,8 @@ def calibrated_memory_attention(
     return_maps: bool = False,
     attention_weights: bool = False,
 ):
-    """FSSAM memory attention -> (N,B,256), or ((N,B,256), AttentionMaps) with return_maps.
+    """FSSAM memory attention -> (N,B,256), or ((N,B,256), AttentionMaps) with return_maps
+    (the maps are computed beside the output and change none of its bits).
 
     `attention_weights` (plain attention only, with return_maps): the softmax weights are
     computed explicitly, kept with their grad in `maps.weights` (for a loss on them) and used
@@ -238,14 +239,15 @@ def calibrated_memory_attention(
         elif attention_weights:
             probs = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)  # (B,H,n,L)
             out = (F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs) @ v
-            maps.weights.append(probs)
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-            if return_maps and has_query:
+            if return_maps:  # the weights the fused kernel used, for figures only
                 with torch.no_grad():
                     probs = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)
-        if return_maps and has_query:
-            maps.query_attention.append(probs[..., query_start : query_start + n].detach())
+        if return_maps:
+            maps.weights.append(probs if attention_weights else probs.detach())
+            if has_query:
+                maps.query_attention.append(probs[..., query_start : query_start + n].detach())
         out = attn.out_proj(attn._recombine_heads(out))
         output = output + layer.dropout2(out)
         # FFN

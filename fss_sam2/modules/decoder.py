@@ -19,6 +19,8 @@ class DecoderOutput:
     low_res: torch.Tensor  # (B,1,4h,4w) float32, the chosen mask before upsampling
     iou: torch.Tensor  # (B,) predicted IoU of the chosen mask
     object_score: torch.Tensor  # (B,1) object-score logit (reported, never applied)
+    all_logits: torch.Tensor  # (B,3,H,W) float32, all three masks at image size
+    all_iou: torch.Tensor  # (B,3) their predicted IoUs
 
 
 def mask_decoder_outputs(sam, pix: torch.Tensor, high_res: list[torch.Tensor], points=None, labels=None):
@@ -41,8 +43,10 @@ def mask_decoder_outputs(sam, pix: torch.Tensor, high_res: list[torch.Tensor], p
     return masks, ious, object_score
 
 
-def decode_masks(sam, pix_with_mem: torch.Tensor, high_res: list[torch.Tensor]) -> DecoderOutput:
-    """pix_with_mem (B,256,h,w), high_res [(B,32,4h,4w), (B,64,2h,2w)] -> DecoderOutput."""
+def decode_masks(sam, pix_with_mem: torch.Tensor, high_res: list[torch.Tensor], points=None, labels=None) -> DecoderOutput:
+    """pix_with_mem (B,256,h,w), high_res [(B,32,4h,4w), (B,64,2h,2w)] -> DecoderOutput.
+    FSSAM gives no prompt; `points` / `labels` as in `mask_decoder_outputs` (SAM 2's promptable
+    path, for the toy stand-in's pretraining)."""
     size = sam.sam_image_embedding_size
     expected = (sam.sam_prompt_embed_dim, size, size)
     if pix_with_mem.dim() != 4 or tuple(pix_with_mem.shape[1:]) != expected:
@@ -59,7 +63,7 @@ def decode_masks(sam, pix_with_mem: torch.Tensor, high_res: list[torch.Tensor]) 
         )
 
     device = pix_with_mem.device
-    masks, ious, object_score = mask_decoder_outputs(sam, pix_with_mem, high_res)
+    masks, ious, object_score = mask_decoder_outputs(sam, pix_with_mem, high_res, points, labels)
     best = ious.argmax(dim=-1)  # (B,)
     batch = torch.arange(B, device=device)
     masks = masks.float()
@@ -67,4 +71,5 @@ def decode_masks(sam, pix_with_mem: torch.Tensor, high_res: list[torch.Tensor]) 
     upsampled = F.interpolate(masks, size=(sam.image_size, sam.image_size), mode="bilinear", align_corners=False)
     low_res = masks[batch, best].unsqueeze(1)  # (B,1,4h,4w)
     logits = upsampled[batch, best].unsqueeze(1)  # (B,1,H,W)
-    return DecoderOutput(logits=logits, low_res=low_res, iou=ious[batch, best], object_score=object_score)
+    return DecoderOutput(logits=logits, low_res=low_res, iou=ious[batch, best], object_score=object_score,
+                         all_logits=upsampled, all_iou=ious)

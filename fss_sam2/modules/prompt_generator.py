@@ -8,8 +8,8 @@ foreground and background prototypes:
 
 both upsampled to the image size, and gives two soft "pseudo prompts" for SAM 2:
 
-    prior_fg = fg_sim                         (foreground prior)
-    prior_ae = minmax(max(fg_sim - bg_sim, 0)) (discriminative prior, "ae" in the code)
+    prior_fg   = fg_sim                         (foreground prior)
+    prior_disc = minmax(max(fg_sim - bg_sim, 0)) (discriminative prior; "ae" in the authors' code)
 
 Normalisation is per shot (the K-shot file; identical to the 1-shot file when K = 1). The
 model averages the K priors afterwards, not this module.
@@ -48,12 +48,12 @@ class PriorMaps:
     bg_tokens: torch.Tensor  # (B,K,t,t) bg_sim on the token grid
     fg: torch.Tensor  # (B,K,H,W) fg_sim at image size = the foreground prior
     bg: torch.Tensor  # (B,K,H,W) bg_sim at image size
-    ae: torch.Tensor  # (B,K,H,W) minmax(max(fg - bg, 0)) = the discriminative prior
+    disc: torch.Tensor  # (B,K,H,W) minmax(max(fg - bg, 0)) = the discriminative prior ("ae" in the authors' code)
 
     @property
     def priors(self) -> torch.Tensor:
         """(B,K,2,H,W): channel 0 the foreground prior, channel 1 the discriminative prior."""
-        return torch.stack([self.fg, self.ae], dim=2)
+        return torch.stack([self.fg, self.disc], dim=2)
 
 
 class PseudoPromptGenerator(nn.Module):
@@ -105,8 +105,8 @@ class PseudoPromptGenerator(nn.Module):
         bg_tok = minmax_normalize(cosine_map(q, masked_average(s, 1 - m)), dims=(2, 3))
         fg = F.interpolate(fg_tok, size=(h, w), mode="bilinear", align_corners=True)  # (BK,1,H,W)
         bg = F.interpolate(bg_tok, size=(h, w), mode="bilinear", align_corners=True)
-        ae = minmax_normalize((fg - bg).clamp_min(0), dims=(2, 3))  # contrast taken at image size
-        return PriorMaps(*(x.view(b, k, *x.shape[-2:]) for x in (fg_tok, bg_tok, fg, bg, ae)))
+        disc = minmax_normalize((fg - bg).clamp_min(0), dims=(2, 3))  # contrast taken at image size
+        return PriorMaps(*(x.view(b, k, *x.shape[-2:]) for x in (fg_tok, bg_tok, fg, bg, disc)))
 
     def forward(self, query: torch.Tensor, supports: torch.Tensor, support_masks: torch.Tensor,
                 tokens: torch.Tensor | None = None) -> torch.Tensor:
