@@ -9,14 +9,12 @@ Unknown keys and bad values raise ValueError naming the file or override and the
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -250,29 +248,3 @@ def validate(cfg: DictConfig, where: str = "config") -> None:
                  "null or " + (">= 0" if key == "mid_epoch_val_from" else ">= 1"))
 
 
-def autocast_dtype(device: str | torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype of a step: None means plain fp32.
-
-    auto: bf16 on CUDA devices that support it, fp16 on other CUDA devices, fp32 on CPU.
-    bf16 / fp16 / fp32 force a choice (fp16 needs CUDA; bf16 on CPU uses CPU autocast).
-    """
-    device = torch.device(device)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
-    cuda = device.type == "cuda"
-    if precision == "auto":
-        if not cuda:
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp16" and not cuda:
-        raise ValueError(f"precision='fp16' needs a CUDA device, got {device} (use bf16 or fp32)")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-
-
-def autocast(device: str | torch.device, precision: str = "auto"):
-    """A context manager for one step or evaluation under the precision policy (never global)."""
-    device = torch.device(device)
-    dtype = autocast_dtype(device, precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)

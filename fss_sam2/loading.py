@@ -1,7 +1,9 @@
 """Build FSSAM from a config, or load it from a checkpoint: ours, the authors', or none."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -9,17 +11,18 @@ import torch
 from .backbones.dinov2 import build_dinov2
 from .backbones.sam2_checkpoint import load_checkpoint_file, unwrap_state_dict
 from .backbones.sam2_model import build_sam2_model
+from .config import ModelConfig, parse_overrides, to_dict
 from .model import FSSAM
 
-# config `model:` keys that are FSSAM switches (see FSSAM's docstring)
-SWITCHES = ("num_refine", "refine_version", "calibrate", "kshot_calibration", "query_memory",
-            "priors_only", "dice_ignore", "bias_scale")
+BACKBONE_KEYS = ("sam2", "dino", "sam2_checkpoint", "dino_checkpoint")
+# config `model:` keys that are FSSAM switches (see FSSAM's docstring): the rest of the schema
+SWITCHES = tuple(f.name for f in fields(ModelConfig) if f.name not in BACKBONE_KEYS)
 OURS = "fss-sam2/"  # prefix of our checkpoints' `format` entry
 
 
 def build_model(model_cfg: Mapping, image_size: int, device="cpu") -> FSSAM:
     """FSSAM from a config's `model:` section (sam2, dino, their checkpoint files, switches)."""
-    unknown = set(model_cfg) - set(SWITCHES) - {"sam2", "dino", "sam2_checkpoint", "dino_checkpoint"}
+    unknown = set(model_cfg) - set(SWITCHES) - set(BACKBONE_KEYS)
     if unknown:
         raise ValueError(f"model config: unknown keys {sorted(unknown)}")
     sam = build_sam2_model(model_cfg["sam2"], image_size, device, checkpoint=model_cfg.get("sam2_checkpoint"))
@@ -89,3 +92,34 @@ def load_model(
             model = build_model(cfg, int(config["data"]["image_size"]), device)
             model.load_trainable_state_dict(ckpt["model"], source=source)
     return model.to(dtype=dtype).eval()
+
+
+def load_checkpoint_model(checkpoint, cfg=None, overrides: Sequence[str] = (), device="cpu"):
+    """(FSSAM in eval mode, kind) from our `last.pt` / `best.pt` ('ours') or an authors' release
+    checkpoint ('official').
+
+    ours: architecture, switches and frozen-weight files come from the checkpoint's own config;
+    `model.*` keys set in `overrides` (an ablation switch, a moved `model.sam2_checkpoint`) apply
+    on top. official: `cfg` (required) names the SAM 2 size, DINOv2, switches and image size.
+    """
+    path = str(checkpoint)
+    ckpt = load_checkpoint_file(path)
+    kind = checkpoint_kind(ckpt, path)
+    if kind == "official":
+        if cfg is None:
+            raise ValueError(f"{path}: an authors' FSSAM checkpoint; pass --config too (it names the SAM 2 size, "
+                             "DINOv2 and the image size)")
+        return load_model(path, image_size=cfg.data.image_size, device=device, **to_dict(cfg.model)), kind
+    explicit = parse_overrides(overrides).get("model", {}) if overrides else {}
+    keep = (*SWITCHES, "sam2_checkpoint", "dino_checkpoint")
+    model = load_model(path, device=device, **{k: v for k, v in explicit.items() if k in keep})
+    trained = ckpt["config"]["data"]
+    if cfg is not None and cfg.data.dataset == trained["dataset"] and cfg.data.fold != trained["fold"]:
+        warnings.warn(f"{path}: trained on fold {trained['fold']}, evaluated on fold {cfg.data.fold}, whose novel "
+                      "classes it saw in training")
+    return model, kind
+
+
+def fssam_factory(image_size: int) -> Callable:
+    """The model factory of `fss-sam2 train`: FSSAM from a config's `model:` section."""
+    return lambda model_cfg: build_model(to_dict(model_cfg), image_size)

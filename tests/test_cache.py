@@ -13,6 +13,7 @@ from fss_sam2.data.sources import ListSource
 from fss_sam2.engine import cache as cache_module
 from fss_sam2.engine.cache import DINO, SAM, FeatureCache, image_key
 from fss_sam2.engine.evaluate import call_model, evaluate
+from fss_sam2.engine.runtime import atomic_write
 from fss_sam2.model import FSSAM
 from tests.fixtures_data import write_tiny_root
 
@@ -170,7 +171,7 @@ def test_disk_tier_serves_a_new_process(model, tmp_path):
 
 def _write_many(path: str, value: float, times: int) -> None:
     for _ in range(times):
-        cache_module._atomic_write(Path(path), lambda f: torch.save(_entry(value, n=1 << 16), f))
+        atomic_write(Path(path), lambda f: torch.save(_entry(value, n=1 << 16), f), shared=True)
 
 
 def test_concurrent_writers_of_one_key_never_expose_a_partial_file(tmp_path):

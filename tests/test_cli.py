@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from fss_sam2.cli import main
-from fss_sam2.data.toy import SYNTHETIC
+from fss_sam2.constants import SYNTHETIC
 from tests.fixtures_data import write_tiny_toy_root
 
 

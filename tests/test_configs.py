@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fss_sam2.config import autocast, autocast_dtype, config_from_dict, load_config, to_dict
+from fss_sam2.config import config_from_dict, load_config, to_dict
+from fss_sam2.engine.runtime import autocast, autocast_dtype
 from fss_sam2.engine.checkpoint import config_diff
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

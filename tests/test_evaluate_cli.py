@@ -15,9 +15,10 @@ from fss_sam2.cli import main
 from fss_sam2.config import load_config
 from fss_sam2.data.episodes import make_episodes, read_episodes_csv
 from fss_sam2.data.sources import ListSource
-from fss_sam2.data.toy import SYNTHETIC_NOTE
+from fss_sam2.constants import SYNTHETIC_NOTE
 from fss_sam2.engine.cache import FeatureCache
-from fss_sam2.engine.evaluate import add_evaluate_cli, evaluate_checkpoint
+from fss_sam2.cli.evaluate import add_parser as add_evaluate_cli
+from fss_sam2.engine.evaluate import evaluate_checkpoint
 from tests.fixtures_data import train_two_steps, write_tiny_toy_root
 
 REPO = Path(__file__).resolve().parents[1]

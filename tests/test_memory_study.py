@@ -1,14 +1,14 @@
-"""The memory probes of notebook 02 (`fss_sam2.memory_study`)."""
+"""The memory probes of notebook 02 (`fss_sam2.tutorial.memory_study`)."""
 from __future__ import annotations
 
 
 import pytest
 import torch
 
-from fss_sam2 import memory_study as ms
-from fss_sam2.data.toy import generate_toy_world
+from fss_sam2.tutorial import memory_study as ms
+from fss_sam2.toy.world import generate_toy_world
 from fss_sam2.loading import load_model
-from fss_sam2.toy_pretrain import evaluate_tracking
+from fss_sam2.toy.sam2_standin import evaluate_tracking
 
 SIZE = 128
 

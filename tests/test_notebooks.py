@@ -2,13 +2,10 @@
 plumbing they stand on (`fss_sam2.tutorial`)."""
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
 import sys
-import types
 from pathlib import Path
 
 import nbformat
@@ -16,6 +13,7 @@ import pytest
 import torch
 
 from fss_sam2 import tutorial
+from fss_sam2.toy import standins
 from fss_sam2.tutorial import SMOKE_WORLD, SYNTHETIC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,16 +181,8 @@ def test_batches_are_model_ready(tut):
     assert [len(b["cls"]) for b in tut.batches(eps, batch_size=2)] == [2, 1]
 
 
-def test_random_weights_fallback_is_loud(tmp_path, monkeypatch, capsys):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "fss_sam2.toy_pretrain" else real(name, *a))
-    assert tutorial.toy_standins(tmp_path, tmp_path) is None
-    assert "RANDOM WEIGHTS" in capsys.readouterr().out
-
-
 def test_model_uses_the_toy_standins(tut, tmp_path, monkeypatch):
-    """With fss_sam2.toy_pretrain present, the session's model loads its stand-in checkpoints."""
+    """In the toy profile the session's model loads the stand-in checkpoints of `fss_sam2.toy.standins`."""
     from fss_sam2.backbones.dinov2 import build_dinov2
     from fss_sam2.backbones.sam2_model import build_sam2_model
 
@@ -202,11 +192,8 @@ def test_model_uses_the_toy_standins(tut, tmp_path, monkeypatch):
     torch.save(sam.state_dict(), paths["sam2"])
     torch.save(dino.state_dict(), paths["dino"])
     calls = []
-    fake = types.ModuleType("fss_sam2.toy_pretrain")
-    fake.__spec__ = importlib.machinery.ModuleSpec("fss_sam2.toy_pretrain", None)
-    fake.ensure_toy_standins = lambda root, cache_dir, fold=0, seed=0, device="cpu": calls.append(
-        (root, cache_dir, fold, device)) or paths
-    monkeypatch.setitem(sys.modules, "fss_sam2.toy_pretrain", fake)
+    monkeypatch.setattr(standins, "ensure_toy_standins", lambda root, cache_dir, fold=0, seed=0, device="cpu": calls.append(
+        (root, cache_dir, fold, device)) or paths)
     monkeypatch.setattr(tut, "pretrained", True)
     model = tut.model()
     assert calls == [(tut.source.root, tut.cache_dir, 0, tut.device)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fss_sam2 import reproduce as rp
+from fss_sam2.tutorial import reproduce as rp
 from fss_sam2.cli import main
 
 pytest.importorskip("papermill")
@@ -95,7 +95,7 @@ def test_ensure_run_reuses_resumes_and_guards(tmp_path, monkeypatch):
     import torch
     from omegaconf import OmegaConf
 
-    from fss_sam2 import runs
+    from fss_sam2.tutorial import runs
     from fss_sam2.engine.checkpoint import FORMAT
 
     calls = []

@@ -1,4 +1,4 @@
-"""Paper tables from result files (`fss_sam2.tables`) and the notebook that shows them."""
+"""Paper tables from result files (`fss_sam2.tutorial.tables`) and the notebook that shows them."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fss_sam2 import tables
+from fss_sam2.tutorial import tables
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "08_paper_tables.ipynb"
@@ -26,7 +26,7 @@ def _close_figures():
 
 
 def _csv_rows(dataset: str, shot: int) -> list[dict]:
-    """The rows of the shipped CSV for one setting, read without `fss_sam2.tables`."""
+    """The rows of the shipped CSV for one setting, read without `fss_sam2.tutorial.tables`."""
     with resources.files("fss_sam2").joinpath("resources/paper_numbers.csv").open() as f:
         return [r for r in csv.DictReader(f) if (r["dataset"], r["shot"]) == (dataset, str(shot))]
 

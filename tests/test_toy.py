@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from fss_sam2.data.folds import NUM_FOLDS
-from fss_sam2.data.lists import IGNORE, class_pixel_counts
+from fss_sam2.constants import IGNORE
+from fss_sam2.data.lists import class_pixel_counts
 from fss_sam2.data.sources import META_FILE, ListSource, read_image, read_label
-from fss_sam2.data.toy import (
+from fss_sam2.toy.world import (
     TOY_CLASSES,
     draw_instance,
     generate_toy_world,

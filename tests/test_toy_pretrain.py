@@ -8,21 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from fss_sam2 import toy_pretrain
+from fss_sam2.toy import sam2_standin, standins
 from fss_sam2.backbones.dinov2 import build_dinov2
 from fss_sam2.backbones.sam2_model import build_sam2_model, encode_image
 from fss_sam2.data import open_source
 from fss_sam2.data.sources import read_label
-from fss_sam2.data.toy import generate_toy_world
+from fss_sam2.toy.world import generate_toy_world
 from fss_sam2.model import FSSAM, split_features
-from fss_sam2.toy_pretrain import (
-    DinoPretrainConfig,
-    Sam2PretrainConfig,
-    ensure_toy_standins,
-    evaluate_tracking,
-    pretrain_toy_dino,
-    pretrain_toy_sam2,
-)
+from fss_sam2.toy.dino_standin import DinoPretrainConfig, pretrain_toy_dino
+from fss_sam2.toy.sam2_standin import Sam2PretrainConfig, evaluate_tracking, pretrain_toy_sam2
+from fss_sam2.toy.standins import ensure_toy_standins
 
 SIZE = 64  # model side in these tests (the toy profile uses 128)
 SAM_CFG = Sam2PretrainConfig(image_size=SIZE, batch=2, clips=3, lr=1e-3, warmup=3, prompt_weight=1.0)
@@ -62,7 +57,7 @@ def test_tracking_path_is_fssam_support_as_memory(world):
     mask = (torch.rand(2, SIZE, SIZE) > 0.6).long()
     with torch.no_grad():
         fs, fq = split_features(encode_image(sam, torch.cat([support, query])), 2)
-        out, _ = toy_pretrain._track(toy_pretrain.tracker(sam), fs, mask.float()[:, None], fq)
+        out, _ = sam2_standin._track(sam2_standin.tracker(sam), fs, mask.float()[:, None], fq)
         ours = out.all_logits[torch.arange(2), out.all_iou.argmax(1)]
         naive = FSSAM(sam, build_dinov2("tiny-toy"), query_memory=False).eval()(query, support[:, None], mask[:, None])
     torch.testing.assert_close(ours, naive)
@@ -126,8 +121,8 @@ def test_ensure_toy_standins_trains_once_then_reads_the_cache(world, tmp_path, m
     def no_training(*args, **kwargs):
         raise AssertionError("trained although the cache holds the stand-in")
 
-    monkeypatch.setattr(toy_pretrain, "pretrain_toy_sam2", no_training)
-    monkeypatch.setattr(toy_pretrain, "pretrain_toy_dino", no_training)
+    monkeypatch.setattr(standins, "pretrain_toy_sam2", no_training)
+    monkeypatch.setattr(standins, "pretrain_toy_dino", no_training)
     again = ensure_toy_standins(world, tmp_path, fold=0, **kw)
     assert again["trained"] == [] and again["sam2"] == first["sam2"] and again["dino"] == first["dino"]
     assert again["sam2_metrics"]["losses"] == first["sam2_metrics"]["losses"]
@@ -154,10 +149,10 @@ def test_attention_loss_rewards_looking_at_the_object():
     wrong[..., 0, 5] = 1
     wrong[..., 1:, 0] = 1
     uniform = torch.full((1, 1, 4, 8), 1 / 8)
-    losses = [toy_pretrain._attention_loss([w], mask_a, mask_b).item() for w in (on_target, wrong, uniform)]
+    losses = [sam2_standin._attention_loss([w], mask_a, mask_b).item() for w in (on_target, wrong, uniform)]
     assert losses[0] == pytest.approx(0, abs=1e-5)
     assert losses[1] > losses[2] > losses[0]
     # by hand for the uniform weights: object cell -log(1/8), the 2 valid background cells -log(7/8)
     assert losses[2] == pytest.approx((-np.log(1 / 8) - 2 * np.log(7 / 8)) / 3, rel=1e-5)
     # a frame a without the object on the grid teaches nothing
-    assert toy_pretrain._attention_loss([uniform], torch.zeros(1, side, side, dtype=torch.long), mask_b).item() == 0
+    assert sam2_standin._attention_loss([uniform], torch.zeros(1, side, side, dtype=torch.long), mask_b).item() == 0

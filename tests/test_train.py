@@ -16,7 +16,8 @@ from fss_sam2.config import load_config
 from fss_sam2.engine import checkpoint as ckpt_module
 from fss_sam2.engine.checkpoint import FORMAT, atomic_save, load_checkpoint, rng_state, set_rng_state
 from fss_sam2.engine.schedule import RankBatches, epoch_order, mid_epoch_batch, poly_lr
-from fss_sam2.engine.train import TrainingDiverged, add_train_cli, train
+from fss_sam2.cli.train import add_parser as add_train_cli
+from fss_sam2.engine.train import TrainingDiverged, train
 from tests.fixtures_data import write_tiny_toy_root
 from tests.tiny_model import SimulatedCrash, TinyFewShot, tiny_factory
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from fss_sam2 import viz
+from fss_sam2.tutorial import viz
 
 S = 32
 

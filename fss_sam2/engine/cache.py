@@ -29,8 +29,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -41,6 +39,7 @@ import torch
 
 from ..backbones.sam2_model import ImageFeatures, encode_image
 from ..model import FSSAM, EpisodeFeatures
+from .runtime import atomic_write
 
 CACHE_FORMAT = 1
 Entry = dict[str, torch.Tensor]  # one image's tensors of one part
@@ -174,7 +173,7 @@ class FeatureCache:
     def _describe(self, key: str, described: dict) -> None:
         path = self.disk / key / "key.json"
         if not path.is_file():
-            _atomic_write(path, lambda f: f.write(json.dumps(described, indent=1).encode() + b"\n"))
+            atomic_write(path, lambda f: f.write(json.dumps(described, indent=1).encode() + b"\n"), shared=True)
 
     # -- entries ------------------------------------------------------------------------------
 
@@ -198,7 +197,7 @@ class FeatureCache:
             path = self._path(key)
             if not path.is_file():
                 cpu = {k: v.cpu() for k, v in entry.items()}
-                _atomic_write(path, lambda f: torch.save(cpu, f))
+                atomic_write(path, lambda f: torch.save(cpu, f), shared=True)
 
     def clear(self) -> None:
         """Empty the memory tier (the disk tier stays)."""
@@ -297,15 +296,3 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Write through a uniquely named temporary file in the same folder, then rename: concurrent
-    writers of one path never mix, readers see no partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

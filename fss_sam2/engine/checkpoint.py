@@ -16,7 +16,6 @@ target, so a reader sees the old file or the new one, never a partial one.
 """
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,28 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .runtime import atomic_write
+
 FORMAT = "fss-sam2/v1"
+# config keys that do not change what a run learns: where it writes, how it loads data and logs
+LEARNING_FREE = ("out", "data.workers", "data.val_batch", "train.device", "train.log_every", "train.save_every",
+                 "train.tensorboard")
+# keys a resumed run may change besides those: where its data lives and how far it goes
+RESUME_FREE = (*LEARNING_FREE, "data.root", "train.max_steps")
 
 
 def atomic_save(obj, path: str | Path) -> None:
-    """torch.save to `path` atomically (tmp file + fsync + os.replace + fsync of the folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    """torch.save to `path` atomically and durably (`runtime.atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f), durable=True)
 
 
 def load_checkpoint(path: str | Path) -> dict:

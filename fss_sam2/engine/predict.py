@@ -1,4 +1,4 @@
-"""Segment your own images from k annotated examples: `predict` and `fss-sam2 predict`.
+"""Segment your own images from k annotated examples (`fss-sam2 predict`).
 
 Images may have any size: like the evaluation protocol, every image is stretched to the model's
 size, and the query logits are resized back to the query's own size (bilinear, align_corners)
@@ -10,7 +10,6 @@ Output masks are 0/255 PNGs named like their query images.
 """
 from __future__ import annotations
 
-import argparse
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..config import autocast
 from ..data.folder import IMAGE_SUFFIXES, read_mask
 from ..data.sources import read_image
 from ..data.transforms import val_transform
 from ..model import FSSAM
 from .cache import FeatureCache
 from .evaluate import call_model
+from .overlays import overlay_mask, save_png
+from .runtime import autocast
 
 ImageLike = np.ndarray | Image.Image | str | Path  # (H,W,3) RGB array, a PIL image or a file
 MaskLike = np.ndarray | Image.Image | str | Path  # (H,W) array, a PIL image or a file
@@ -131,18 +131,6 @@ def predict(
 # -- files: masks and overlays ---------------------------------------------------------------
 
 
-def overlay_mask(image: np.ndarray, mask: np.ndarray, colour=(230, 40, 40), alpha: float = 0.5) -> np.ndarray:
-    """The image (H,W,3) uint8 tinted with `colour` where mask (H,W) is true."""
-    out = image.astype(np.float32).copy()
-    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
-    return out.round().astype(np.uint8)
-
-
-def save_png(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
 def query_files(query: str | Path) -> list[Path]:
     """The image files of a folder (sorted), or the one file named."""
     path = Path(query)
@@ -184,39 +172,3 @@ def predict_files(model, supports: Sequence[tuple[Path, Path]], queries: Sequenc
     return targets
 
 
-def _predict_command(a: argparse.Namespace) -> int:
-    from ..config import load_config
-    from .evaluate import load_checkpoint_model
-    from .train import resolve_device
-
-    cfg = load_config(a.config) if a.config else None
-    device = resolve_device(a.device, 0, 1)
-    model, _ = load_checkpoint_model(a.checkpoint, cfg, device=device)
-    supports = [(Path(image), Path(mask)) for image, mask in a.support]
-    queries = query_files(a.query)
-    precision = cfg.train.precision if cfg is not None else "auto"
-    written = predict_files(model, supports, queries, a.out, threshold=a.threshold, overlays=a.overlay,
-                            device=device, batch_size=a.batch, precision=precision)
-    print(f"{len(written)} mask(s) -> {a.out}" + (f" (overlays in {Path(a.out) / 'overlays'})" if a.overlay else ""))
-    return 0
-
-
-def add_predict_cli(subparsers) -> None:
-    """Register `fss-sam2 predict` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "predict",
-        help="segment your images given k annotated examples",
-        description="Writes one 0/255 mask PNG per query image (same stem) into --out. Support masks: foreground "
-                    "where the value is 1 or above 127. Images of any size (stretched to the model size and back).",
-    )
-    p.add_argument("--checkpoint", required=True, help="our last.pt / best.pt, or an authors' checkpoint (with --config)")
-    p.add_argument("--support", nargs=2, action="append", required=True, metavar=("IMAGE", "MASK"),
-                   help="an annotated example; repeat for k shots")
-    p.add_argument("--query", required=True, help="an image, or a folder of images")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--config", help="YAML config (needed for an authors' checkpoint: SAM 2 size, DINOv2, image size)")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    p.add_argument("--overlay", action="store_true", help="also write out/overlays/<stem>.png")
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("--batch", type=int, default=4, help="query images per batch")
-    p.set_defaults(func=_predict_command)

@@ -19,19 +19,14 @@ A model (built by `model_factory(cfg.model)`) must provide
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
-import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
@@ -39,40 +34,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import autocast, autocast_dtype, config_from_dict, load_config, to_dict
+from ..config import to_dict
 from ..data import open_source
 from ..data.episode_dataset import TrainEpisodeDataset, collate
 from ..data.episodes import make_episodes, write_episodes_csv
-from .checkpoint import FORMAT, atomic_save, config_diff, load_checkpoint, rng_state, set_rng_state
 from ..model import FSSAM
 from .cache import FeatureCache
+from .checkpoint import FORMAT, RESUME_FREE, atomic_save, config_diff, load_checkpoint, rng_state, set_rng_state
 from .evaluate import call_model, evaluate
+from .runtime import Processes, autocast, autocast_dtype, seed_everything, setup_processes
 from .schedule import RankBatches, epoch_order, mid_epoch_batch, poly_lr, step_seed
 
-# Keys a resumed run may change: where it writes, how far it goes, how it logs and loads data.
-RESUME_FREE = (
-    "out", "data.root", "data.workers", "data.val_batch",
-    "train.device", "train.max_steps", "train.save_every", "train.log_every", "train.tensorboard",
-)
 LOG_COLUMNS = ("step", "epoch", "loss", "lr", "seconds", "val_miou", "val_fb_iou")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; nothing was saved after the last good checkpoint."""
-
-
-@dataclass
-class Processes:
-    """This process's place in a (possibly single-process) job."""
-
-    rank: int
-    world: int
-    device: torch.device
-    owns_group: bool  # we initialised the process group and must destroy it
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass
@@ -90,39 +67,6 @@ class Progress:
     loss_sum: float = 0.0  # loss of the steps since the last log row
     loss_count: int = 0
     seconds: float = 0.0  # training time of earlier processes of this run
-
-
-def resolve_device(name: str, local_rank: int, world: int) -> torch.device:
-    """`train.device` -> a torch device; under torchrun each process takes cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r}: CUDA is not available on this machine (use cpu or auto)")
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    if name.startswith("cuda:") and world > 1:
-        raise ValueError(f"train.device={name!r}: a torchrun job uses cuda (one GPU per process), not a fixed GPU")
-    return torch.device(name)
-
-
-def setup_processes(device_name: str) -> Processes:
-    """Read torchrun's RANK / LOCAL_RANK / WORLD_SIZE; join the group (nccl on GPU, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = resolve_device(device_name, int(os.environ.get("LOCAL_RANK", "0")), world)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    owns = world > 1 and not dist.is_initialized()
-    if owns:
-        # rank 0 evaluates alone while the others wait: allow a long validation
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
-    return Processes(rank, world, device, owns)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class CsvLog:
@@ -435,55 +379,3 @@ def train(cfg: DictConfig, model_factory: Callable, out_dir: str | Path | None =
             dist.destroy_process_group()
 
 
-def run_config(config: str | None, overrides: list[str], resume: str | None, out: str | None) -> tuple[DictConfig, Path]:
-    """The (config, output folder) of a `train` command. With --resume and no --config the
-    config stored in DIR/last.pt is used (overrides still apply)."""
-    if resume is not None:
-        if out is not None and Path(out).resolve() != Path(resume).resolve():
-            raise ValueError(f"--out {out} and --resume {resume}: a resumed run writes into the folder it resumes")
-        if config is None:
-            path = Path(resume) / "last.pt"
-            return config_from_dict(load_checkpoint(path)["config"], overrides, where=str(path)), Path(resume)
-        return load_config(config, overrides), Path(resume)
-    if config is None:
-        raise ValueError("--config is required (unless --resume DIR continues a run)")
-    cfg = load_config(config, overrides)
-    return cfg, Path(out if out is not None else cfg.out)
-
-
-def fssam_factory(image_size: int) -> Callable:
-    """The model factory of `fss-sam2 train`: FSSAM from a config's `model:` section."""
-    from ..loading import build_model
-
-    return lambda model_cfg: build_model(to_dict(model_cfg), image_size)
-
-
-def _train_command(a: argparse.Namespace) -> int:
-    cfg, out = run_config(a.config, a.overrides, a.resume, a.out)
-    try:
-        summary = train(cfg, fssam_factory(cfg.data.image_size), out, resume=a.resume is not None, progress=not a.quiet)
-    except (TrainingDiverged, FileExistsError) as e:
-        print(f"fss-sam2 train: error: {e}", flush=True)
-        return 3
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary, indent=1))
-    return 0
-
-
-def add_train_cli(subparsers) -> None:
-    """Register `fss-sam2 train` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "train",
-        help="train FSSAM from a config (one process; `torchrun --nproc_per_node N -m fss_sam2.cli train ...` for DDP)",
-        description="Train from a YAML config. Writes DIR/last.pt (every save_every steps and at every epoch end), "
-                    "DIR/best.pt (best val mIoU), DIR/log.csv, DIR/val_episodes.csv, DIR/summary.json.",
-    )
-    p.add_argument("--config", help="YAML config, e.g. configs/toy.yaml (optional with --resume: the run's own config)")
-    p.add_argument(
-        "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-        help="config overrides, e.g. train.max_steps=20; a key found in one section only may be short: max_steps=20",
-    )
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from DIR/last.pt")
-    p.add_argument("--out", help="output folder (default: the config's `out`; with --resume: DIR)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_train_command)

@@ -11,20 +11,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .config import load_config, to_dict
-from .engine.checkpoint import config_diff, load_checkpoint
-from .engine.train import fssam_factory, train
+from ..config import load_config, to_dict
+from ..engine.checkpoint import LEARNING_FREE, config_diff, load_checkpoint
+from ..engine.train import train
+from ..loading import fssam_factory
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # what a run trains: FSSAM, or the naive "support as memory" SAM 2 with the same recipe and budget
 VARIANTS = {"fssam": [], "naive": ["model.query_memory=false"]}
 # CI: two steps, no validation (so no best.pt: use last.pt), no DataLoader processes
 SMOKE = ["train.max_steps=2", "train.log_every=1", "data.val_episodes=8", "data.workers=0"]
-# keys that do not change what a run learns (where it writes, how it loads data and logs)
-FREE = ("out", "data.workers", "data.val_batch", "train.device", "train.log_every", "train.save_every",
-        "train.tensorboard")
-
-
 def ensure_run(cfg: DictConfig, out: str | Path, replace: bool = False, progress: bool = True) -> dict:
     """Train FSSAM with `cfg` into `out` unless it is done; returns the run's summary (its
     summary.json), with `reused` True when nothing was trained.
@@ -36,7 +32,7 @@ def ensure_run(cfg: DictConfig, out: str | Path, replace: bool = False, progress
     last = out / "last.pt"
     if last.is_file():
         ckpt = load_checkpoint(last)
-        diff = config_diff(ckpt["config"], {**to_dict(cfg), "out": str(out)}, FREE)
+        diff = config_diff(ckpt["config"], {**to_dict(cfg), "out": str(out)}, LEARNING_FREE)
         if diff and not replace:
             raise ValueError(f"{out}: holds a run of another config ({'; '.join(diff)}); delete the folder or "
                              "choose another one")

@@ -18,16 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .data.episode_dataset import binarise, collate
-from .data.sources import read_image, read_label
-from .data.toy import NUM_TOY_CLASSES
-from .data.transforms import val_transform
-from .metrics import intersection_union, logits_to_prediction
-from .toy_pretrain import read_clips_meta
-from .tutorial import label_on_grid
+from ..data.episode_dataset import binarise, collate
+from ..data.sources import read_image, read_label
+from ..data.transforms import val_transform
+from ..metrics import intersection_union, logits_to_prediction
+from ..toy.world import NUM_TOY_CLASSES, read_clips_meta
+from .session import label_on_grid
 
 
 @dataclass

@@ -32,9 +32,10 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .lists import IGNORE, MIN_CLASS_PIXELS, Item, class_pixel_counts
-from .pascal import voc_palette
-from .sources import META_FILE, write_dataset
+from ..constants import IGNORE
+from ..data.lists import MIN_CLASS_PIXELS, Item, class_pixel_counts
+from ..data.pascal import voc_palette
+from ..data.sources import META_FILE, write_dataset
 
 TOY_CLASSES = (
     "star5", "ring", "cross", "crescent", "arrow",
@@ -44,8 +45,6 @@ TOY_CLASSES = (
 )  # class id = index + 1; contiguous folds: fold f is novel for ids 5f+1 .. 5f+5
 NUM_TOY_CLASSES = len(TOY_CLASSES)
 # the label every number, table and figure measured on this world carries
-SYNTHETIC = "synthetic world (toy models)"
-SYNTHETIC_NOTE = f"{SYNTHETIC} — not comparable to the paper"
 TEXTURES = ("solid", "stripes", "dots", "noise", "gradient", "checker")
 JPEG_QUALITY = 90
 VAL_EVERY = 4  # block b of NUM_TOY_CLASSES consecutive images is val when b % 4 == 3 (25 %)
@@ -519,6 +518,7 @@ def make_image(seed: int, index: int, size: int, min_pixels: int | None = None) 
 # version of `make_clip`'s output, recorded in clips/clips.json (caches of models pretrained on
 # clips key on it); 2: companions (other individuals) share the clip, labelled in `render_clip`
 CLIP_GENERATOR = 2
+CLIPS_FILE = Path("clips") / "clips.json"
 
 
 def render_clip(seed: int, index: int, size: int, frames: int) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
@@ -699,7 +699,7 @@ def generate_toy_world(
         })
     if clips:
         meta = {"seed": seed, "size": size, "generator": CLIP_GENERATOR, "clips": records}
-        (out / "clips" / "clips.json").write_text(json.dumps(meta, indent=1) + "\n")
+        (out / CLIPS_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     lists = write_dataset(
         out, "toy", TOY_CLASSES, "contiguous", split_items["train"], split_items["val"], min_pixels, progress
     )
@@ -717,3 +717,55 @@ def generate_toy_world(
         "images_per_class": per_class,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+# ---- reading a world back ----
+
+
+def read_clips_meta(root: str | Path) -> dict:
+    """clips/clips.json of a toy world: {"seed", "size", "frames", "clips": [records]}."""
+    path = Path(root) / CLIPS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the toy world has no clips (generate it with clips > 0)")
+    meta = json.loads(path.read_text())
+    if not meta.get("clips"):
+        raise ValueError(f"{path}: lists no clips")
+    return {**meta, "frames": len(meta["clips"][0]["images"])}
+
+
+# the world `fss-sam2 data toy` writes by default (and `make demo`), so both share one folder
+TOY_WORLD = {"seed": 0, "size": 160, "images": 1000, "clips": 40, "clip_frames": 8}
+
+
+# the smallest world whose val lists give 1-shot episodes in every fold (2 val images a class)
+SMOKE_WORLD = {"seed": 0, "size": 160, "images": 160, "clips": 4, "clip_frames": 8}
+
+
+def world_settings(root: str | Path) -> dict | None:
+    """The generation settings of the toy world at `root`, read back from its files; None when
+    `root` holds no complete toy world (or one without clips, whose seed is not recorded, or
+    one written by an older version of the clip generator)."""
+    root = Path(root)
+    meta, clips = root / META_FILE, root / "clips" / "clips.json"
+    if not meta.is_file() or not clips.is_file():
+        return None
+    if json.loads(meta.read_text()).get("dataset") != "toy":
+        return None
+    record = json.loads(clips.read_text())
+    if not record["clips"] or record.get("generator") != CLIP_GENERATOR:
+        return None
+    return {
+        "seed": record["seed"],
+        "size": record["size"],
+        "images": len(list((root / "JPEGImages").glob("toy_*.jpg"))),
+        "clips": len(record["clips"]),
+        "clip_frames": len(record["clips"][0]["images"]),
+    }
+
+
+def ensure_toy_world(root: str | Path, settings: dict, progress: bool = True) -> bool:
+    """Generate the toy world at `root` unless the same one is there. Returns True if generated."""
+    if world_settings(root) == settings:
+        return False
+    generate_toy_world(root, progress=progress, **settings)
+    return True

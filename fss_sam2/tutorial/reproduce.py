@@ -1,4 +1,4 @@
-"""`fss-sam2 reproduce`: execute every tutorial notebook, in order, with papermill.
+"""Execute every tutorial notebook, in order, with papermill (`fss-sam2 reproduce`).
 
 Each `notebooks/NN_*.ipynb` runs with the notebooks folder as its working directory and gets the
 profile, the device and the build paths as parameters (only those its `parameters` cell defines);
@@ -8,7 +8,6 @@ runs the same notebooks on the data and weights given.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -64,7 +63,7 @@ def notebook_parameters(profile: str, out: str | Path, notebooks_dir: str | Path
 @contextmanager
 def _package_on_path():
     """Let the notebook kernels import this very package (also when it is not pip-installed)."""
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([root, old] if old else [root])
     try:
@@ -120,35 +119,3 @@ def reproduce(profile: str = "toy", out: str | Path = "build", notebooks_dir: st
     return run_notebooks(find_notebooks(notebooks_dir), Path(out) / "notebooks", params, progress)
 
 
-def _reproduce_command(a: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    try:
-        timings = reproduce(a.profile, a.out, a.notebooks, a.smoke, a.device, not a.quiet, a.data_root,
-                            a.sam2_checkpoint, a.dino_checkpoint)
-    except NotebookFailed as e:
-        print(f"fss-sam2 reproduce: error: {e}", flush=True)
-        return 1
-    for name, seconds in timings.items():
-        print(f"{seconds:8.1f} s  {name}")
-    print(f"{time.perf_counter() - start:8.1f} s  in all -> {Path(a.out) / 'notebooks'}")
-    return 0
-
-
-def add_reproduce_cli(subparsers) -> None:
-    """Register `fss-sam2 reproduce` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "reproduce",
-        help="execute every tutorial notebook in order (toy: the synthetic world on a CPU)",
-        description="Runs notebooks/NN_*.ipynb with papermill into OUT/notebooks (timings.json there); results, "
-                    "tables, runs and the toy world go under OUT, figures to figures/ (OUT/figures with --smoke).",
-    )
-    p.add_argument("--profile", choices=["toy", "paper"], default="toy")
-    p.add_argument("--smoke", action="store_true", help="the CI setting: tiny world, random weights, a few steps")
-    p.add_argument("--out", default="build", help="build folder (default: build)")
-    p.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--data-root", help="paper: a root prepared by `fss-sam2 data pascal|coco`")
-    p.add_argument("--sam2-checkpoint", help="paper: SAM 2.0 weights, e.g. sam2_hiera_small.pt")
-    p.add_argument("--dino-checkpoint", help="paper: DINOv2 weights, e.g. dinov2_vitb14_pretrain.pth")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_reproduce_command)

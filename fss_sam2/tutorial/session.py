@@ -2,16 +2,14 @@
 data, the models and model-ready episodes of a profile; a few helpers score what
 `FSSAM.trace` keeps of the forward (attention shares, IoU of soft maps).
 
-Profiles (DESIGN §6):
+Profiles (DESIGN.md §6):
   toy    the synthetic world (generated once, reused when the same world is on disk), tiny SAM 2
-         / DINOv2 stand-ins pretrained on it (`fss_sam2.toy_pretrain`, cached), 128 px, CPU.
+         / DINOv2 stand-ins pretrained on it (`fss_sam2.toy.standins`, cached), 128 px, CPU.
          Every number and figure carries the label SYNTHETIC.
   paper  a prepared PASCAL-5i / COCO-20i root, SAM 2.0 Hiera-S + DINOv2-B/14 at 512 px.
 """
 from __future__ import annotations
 
-import importlib.util
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,78 +21,23 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .data.episode_dataset import EpisodeDataset, collate
-from .data.episodes import Episode, draw_supports, make_episodes
-from .data.folds import NUM_FOLDS
-from .data.lists import IGNORE
-from .data.sources import META_FILE, ListSource
-from .data.toy import CLIP_GENERATOR, SYNTHETIC
+from ..constants import IGNORE, SYNTHETIC
+from ..data.episode_dataset import EpisodeDataset, collate
+from ..data.episodes import Episode, draw_supports, make_episodes
+from ..data.folds import NUM_FOLDS
+from ..data.sources import ListSource
+from ..loading import load_model
+from ..toy import standins
+from ..toy.world import SMOKE_WORLD, TOY_WORLD, ensure_toy_world
 
 PROFILES = ("toy", "paper")
 IMAGE_SIZE = {"toy": 128, "paper": 512}
 EPISODE_SEED = 321  # the official evaluation seed
-# the world `fss-sam2 data toy` writes by default (and `make demo`), so both share one folder
-TOY_WORLD = {"seed": 0, "size": 160, "images": 1000, "clips": 40, "clip_frames": 8}
-# the smallest world whose val lists give 1-shot episodes in every fold (2 val images a class)
-SMOKE_WORLD = {"seed": 0, "size": 160, "images": 160, "clips": 4, "clip_frames": 8}
 
 
 def in_colab() -> bool:
     """True inside Google Colab."""
     return "google.colab" in sys.modules
-
-
-# ---- the synthetic world ----
-
-
-def world_settings(root: str | Path) -> dict | None:
-    """The generation settings of the toy world at `root`, read back from its files; None when
-    `root` holds no complete toy world (or one without clips, whose seed is not recorded, or
-    one written by an older version of the clip generator)."""
-    root = Path(root)
-    meta, clips = root / META_FILE, root / "clips" / "clips.json"
-    if not meta.is_file() or not clips.is_file():
-        return None
-    if json.loads(meta.read_text()).get("dataset") != "toy":
-        return None
-    record = json.loads(clips.read_text())
-    if not record["clips"] or record.get("generator") != CLIP_GENERATOR:
-        return None
-    return {
-        "seed": record["seed"],
-        "size": record["size"],
-        "images": len(list((root / "JPEGImages").glob("toy_*.jpg"))),
-        "clips": len(record["clips"]),
-        "clip_frames": len(record["clips"][0]["images"]),
-    }
-
-
-def ensure_toy_world(root: str | Path, settings: dict, progress: bool = True) -> bool:
-    """Generate the toy world at `root` unless the same one is there. Returns True if generated."""
-    if world_settings(root) == settings:
-        return False
-    from .data.toy import generate_toy_world
-
-    generate_toy_world(root, progress=progress, **settings)
-    return True
-
-
-# ---- models ----
-
-
-def toy_standins(root: str | Path, cache_dir: str | Path, fold: int = 0, seed: int = 0, device="cpu") -> dict | None:
-    """Paths {"sam2", "dino"} of the toy-pretrained stand-in checkpoints (trained on the world at
-    `root` on first use, then cached in `cache_dir`). None, after a loud warning, when this
-    installation has no `fss_sam2.toy_pretrain`: the caller then uses random weights."""
-    if importlib.util.find_spec("fss_sam2.toy_pretrain") is None:
-        bar = "!" * 78
-        print(f"{bar}\nWARNING: fss_sam2.toy_pretrain is not available: using RANDOM WEIGHTS for the tiny\n"
-              f"SAM 2 and DINOv2. Maps and numbers below show the mechanics only, not what a\n"
-              f"pretrained model does.\n{bar}")
-        return None
-    from .toy_pretrain import ensure_toy_standins
-
-    return ensure_toy_standins(root, cache_dir, fold=fold, seed=seed, device=device)
 
 
 # ---- the session object ----
@@ -140,10 +83,9 @@ class Tutorial:
     # -- models --
     def model(self, **switches):
         """FSSAM in eval mode on the session device (switches: see `FSSAM`)."""
-        from .loading import load_model
-
         if self.profile == "toy":
-            paths = (toy_standins(self.source.root, self.cache_dir, self.fold, self.seed, self.device)
+            paths = (standins.ensure_toy_standins(self.source.root, self.cache_dir, fold=self.fold, seed=self.seed,
+                                                  device=self.device)
                      if self.pretrained else None)
             if not self.pretrained and self.checkpoint is None:
                 print(f"note: pretrained=False (smoke run): random weights [{SYNTHETIC}]")

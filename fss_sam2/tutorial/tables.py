@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .config import ModelConfig
-from .data.folds import COCO_CLASSES, NUM_FOLDS, PASCAL_CLASSES
-from .data.toy import SYNTHETIC, SYNTHETIC_NOTE
+from ..config import ModelConfig
+from ..constants import SYNTHETIC_NOTE
+from ..data.folds import COCO_CLASSES, NUM_FOLDS, PASCAL_CLASSES
 
 FOLDS = [f"fold {i}" for i in range(NUM_FOLDS)]
 PERCENT_COLUMNS = (*FOLDS, "mean", "FB-IoU", "mIoU", "mIoU std")

@@ -27,7 +27,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-IGNORE = 255
+from ..constants import IGNORE  # noqa: E402
+
 MASK_COLOR = "#2ca02c"  # ground truth and support masks
 PRED_COLOR = "#ff7f0e"  # predictions
 IGNORE_COLOR = "#d0d0d0"  # the 255 band

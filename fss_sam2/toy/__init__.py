@@ -1,0 +1,10 @@
+"""The synthetic world and its stand-in foundation models (the toy profile, DESIGN.md §6).
+
+    world.py          procedurally generated classes, scenes and clips, written in the PASCAL layout
+    sam2_standin.py   a tiny SAM 2 pretrained class-agnostically on clips (tracking)
+    dino_standin.py   a tiny DINOv2 pretrained on one fold's base classes
+    standins.py       train each stand-in on first use, then reuse it from a cache
+    training.py       what the two pretraining loops share
+
+Nothing in `fss_sam2.engine` imports this package: the real data and models never depend on it.
+"""
