@@ -6,8 +6,11 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fss-sam2-installed
 BUILD ?= build
+LAB_PORT ?= 8888
+# jupyter refuses to run as root without --allow-root; as root (containers) no browser is opened either
+LAB_ROOT_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root --no-browser)
 
-.PHONY: demo test install clean
+.PHONY: demo test lab install clean
 
 install: $(STAMP)
 
@@ -32,6 +35,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the tutorial in JupyterLab (from the `notebooks` extra), served on this machine only; jupyter
+# prints the URL to open, with its token (the next free port if $(LAB_PORT) is taken)
+lab: $(STAMP)
+	@echo "make lab: JupyterLab on http://127.0.0.1:$(LAB_PORT)/lab, serving notebooks/; open the URL with ?token= printed below (Ctrl+C stops it)"
+	$(BIN)/jupyter lab notebooks/ --ip=127.0.0.1 --port=$(LAB_PORT) $(LAB_ROOT_FLAGS)
 
 clean:
 	rm -rf $(BUILD) $(VENV)

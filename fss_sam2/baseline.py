@@ -11,10 +11,15 @@ the mean features of the supports' mask==1 and mask==0 pixels (255 ignored), and
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .engine.runtime import atomic_write_text
 from .modules.common import masked_average
 
 
@@ -42,3 +47,18 @@ class ColourPrototypeBaseline(nn.Module):
         d_fg = (q - fg).square().sum(1)  # (B,H,W)
         d_bg = (q - bg).square().sum(1)
         return (d_bg - d_fg) / self.temperature
+
+
+def write_baseline_result(path: str | Path, folds: Mapping[int, Mapping], *, dataset: str, shot: int,
+                          synthetic: bool, model: str = "colour-prototype baseline") -> dict:
+    """Write `path` in the results.json format of `fss-sam2 baseline`, which `read_result` reads
+    (one row per fold, method = `model`): model, dataset, shot, synthetic, `folds` ({fold: the
+    result of `engine.evaluate.evaluate`}: miou, fb_iou, per_class, ... as fractions) and the mean
+    miou / fb_iou over the folds. Written atomically (the folder created); returns the record."""
+    if not folds:
+        raise ValueError("write_baseline_result: no fold results given")
+    record = {"model": model, "dataset": dataset, "shot": shot, "synthetic": synthetic, "folds": dict(folds),
+              "miou": sum(r["miou"] for r in folds.values()) / len(folds),
+              "fb_iou": sum(r["fb_iou"] for r in folds.values()) / len(folds)}
+    atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
+    return record

@@ -1,4 +1,4 @@
-"""Few-shot segmentation metrics of the official protocol (reference §3.5).
+"""Few-shot segmentation metrics of the official protocol (the release's, unchanged).
 
 Per episode, the intersection and union of background (0) and foreground (1) are counted over
 the pixels whose label is not 255. Then
@@ -22,14 +22,14 @@ from .data.lists import IGNORE
 EPS = 1e-10  # official denominator epsilon
 
 
-def logits_to_prediction(logits: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
-    """Logits (H,W) or (B,H,W) -> binary {0,1} uint8 at `out_size` = (H0,W0): bilinear resize
-    with align_corners=True, then sigmoid >= 0.5 (the official `ori_resize` evaluation)."""
+def logits_to_prediction(logits: torch.Tensor, out_size: Sequence[int], threshold: float = 0.5) -> torch.Tensor:
+    """Logits (H,W) or (B,H,W) -> binary {0,1} uint8 at `out_size` = (Ho,Wo): bilinear resize
+    with align_corners=True, then sigmoid >= threshold (0.5: the official `ori_resize` evaluation)."""
     if logits.dim() not in (2, 3):
         raise ValueError(f"logits of shape {tuple(logits.shape)}: expected (H,W) or (B,H,W)")
     x = logits.float().reshape(-1, 1, *logits.shape[-2:])  # (B,1,H,W)
     x = F.interpolate(x, size=tuple(int(s) for s in out_size), mode="bilinear", align_corners=True)
-    pred = (torch.sigmoid(x) >= 0.5).to(torch.uint8)  # (B,1,H0,W0)
+    pred = (torch.sigmoid(x) >= threshold).to(torch.uint8)  # (B,1,Ho,Wo)
     return pred[:, 0] if logits.dim() == 3 else pred[0, 0]
 
 
@@ -52,6 +52,24 @@ def intersection_union(pred, label) -> tuple[tuple[int, int], tuple[int, int]]:
     inter = (int((p0 & t0).sum()), int((p & t).sum()))
     union = (int((p0 | t0).sum()), int((p | t).sum()))
     return inter, union
+
+
+def foreground_iou(pred, label) -> float:
+    """IoU of one binary prediction's foreground with a {0,1,255} label's, ignore pixels left
+    out; 1 when both are empty (a per-episode score, unlike the class-wise mIoU)."""
+    (_, inter), (_, union) = intersection_union(pred, label)
+    return inter / union if union else 1.0
+
+
+def binary_iou(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+               dims=(-2, -1), empty: float = 1.0) -> torch.Tensor:
+    """IoU of boolean masks over `dims` (batched, on the masks' device), pixels outside `valid`
+    left out; `empty` where prediction and target are both empty. (B,...,H,W) -> (B,...)."""
+    if valid is not None:
+        pred, target = pred & valid, target & valid
+    inter = (pred & target).sum(dims).float()
+    union = (pred | target).sum(dims).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(union, empty))
 
 
 class FssMeter:

@@ -1,13 +1,13 @@
-"""FSSAM: few-shot segmentation on an unmodified SAM 2 (paper §4, Fig. 2), and its ablations.
+"""FSSAM: few-shot segmentation on an unmodified SAM 2 (paper, Fig. 1(c)), and its ablations.
 
 The forward is the paper's pipeline, one method per stage (shapes for a 512 input with
 Hiera-S: h = w = 32 is the memory grid, t = 40 the DINOv2 token grid):
 
   encode          frozen SAM 2 image encoder on [queries, supports]     (B+B·K,256,32,32) + high-res
-  pseudo_prompts  frozen DINOv2 -> per-shot priors (PPG, §4.2)          (B,K,2,512,512)
+  pseudo_prompts  frozen DINOv2 -> per-shot priors (PPG)                (B,K,2,512,512)
   memories        support GT and both query priors -> memory frames     (B,K,64,32,32), (B,64,32,32)
-  refine          IMR (§4.3, Eq. 6-9) rounds on the discriminative-prior query memory
-  attend          SAM 2's memory attention, support-calibrated (SCMA, §4.4, Eq. 10-12)
+  refine          IMR rounds on the discriminative-prior query memory
+  attend          SAM 2's memory attention, support-calibrated (SCMA)
   decode          SAM 2's mask decoder without prompts                  (B,512,512) logits
 
 `forward` chains the stages; `trace` runs the same stages and keeps every intermediate (the
@@ -30,12 +30,12 @@ from .modules.memory_assembly import assemble_memory
 from .modules.memory_refinement import VERSIONS, downsample_to_memory, iterative_memory_refinement
 from .modules.prompt_generator import PriorMaps, PseudoPromptGenerator, dino_size
 
-# SAM 2 parts FSSAM trains (paper §5.1); everything else is frozen.
+# The SAM 2 parts the release optimises; everything else is frozen.
 TRAINABLE = ("sam_mask_decoder", "memory_encoder", "memory_attention")
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, mask_ignore: bool = False) -> torch.Tensor:
-    """The release's squared-denominator Dice, mean over the batch (paper §4.5).
+    """The release's squared-denominator Dice, mean over the batch.
 
     logits (B,H,W); target (B,H,W) in {0,1,255}. By default ignore pixels (255) count as
     background, as in the release (docs/deviations.md, "Dice and ignore pixels");
@@ -83,13 +83,14 @@ class Memories:
 @dataclass
 class Trace:
     """Every intermediate of one forward (detached), for the tutorial. `logits` equal `forward`'s
-    for the same batch and switches."""
+    for the same batch and switches (bit for bit; with `fused_attention` up to rounding, since a
+    trace keeps the attention weights and so computes them explicitly)."""
 
     logits: torch.Tensor  # (B,S,S)
     priors: PriorMaps | None = None  # per-shot DINOv2 maps (B,K,...); None: the naive model
     query_features: ImageFeatures | None = None  # the query's SAM 2 features (pix/pos (B,256,h,w))
     memories: Memories | None = None  # before IMR
-    # one dict per IMR round (Eq. 6-9): W, disc_memory, prior_disc, S_qq, S_qs, each (B,·,h,w)
+    # one dict per IMR round: W, disc_memory, prior_disc, S_qq, S_qs, each (B,·,h,w)
     refinement: list[dict] = field(default_factory=list)
     query_memory: torch.Tensor | None = None  # (B,64,h,w) the query memory the attention reads
     attention: AttentionMaps | None = None  # the model's own memory attention, per layer
@@ -127,12 +128,20 @@ class FSSAM(nn.Module):
       kshot_calibration: "mean" (intended K-shot semantics) | "official" (released 5-shot,
         docs/deviations.md "K-shot calibration")
       query_memory: pseudo query memory from the priors (True; False = the naive "support as
-        memory" SAM 2 baseline the paper argues against, §3: supports only, no priors, no SCMA;
+        memory" SAM 2 baseline of the paper's Fig. 1(b): supports only, no priors, no SCMA;
         `dino` may then be None)
       priors_only: return the discriminative prior itself as the prediction (no SAM 2)
-      dice_ignore: Dice without ignore pixels (False = as released, docs/deviations.md)
-      bias_scale: scale s of the calibration bias (Eq. 12)
+      dice_ignore: Dice without ignore pixels (False = as released, docs/deviations.md,
+        "Dice and ignore pixels")
+      bias_scale: scale s of the calibration bias (10 in the release, docs/deviations.md
+        "Ablation switches")
       memory_dtype: cast memories (e.g. torch.bfloat16, as the release does); None keeps fp32
+        (docs/deviations.md, "Memory dtype")
+      fused_attention: SCMA through `F.scaled_dot_product_attention` with the calibration bias
+        as an additive mask (False = the release's explicit logits / softmax, bit-identical to
+        before). A speed option, not a config switch: the logits equal the default's up to
+        rounding (fp32 ~1e-6), attention dropout in training draws other masks, and `trace` /
+        `attend(maps=True)` use the explicit kernel (the maps need its weights)
     """
 
     def __init__(
@@ -149,6 +158,7 @@ class FSSAM(nn.Module):
         dice_ignore: bool = _SWITCH.dice_ignore,
         bias_scale: float = _SWITCH.bias_scale,
         memory_dtype: torch.dtype | None = None,
+        fused_attention: bool = False,
     ):
         super().__init__()
         if refine_version not in VERSIONS:
@@ -167,6 +177,7 @@ class FSSAM(nn.Module):
         self.dice_ignore = dice_ignore
         self.bias_scale = bias_scale
         self.memory_dtype = memory_dtype
+        self.fused_attention = fused_attention
         if dino is None and self.uses_dino:
             raise ValueError("dino=None: only the naive model (query_memory=False) runs without DINOv2")
         self.prompt_generator = PseudoPromptGenerator(dino) if dino is not None else None
@@ -246,8 +257,9 @@ class FSSAM(nn.Module):
         return encode_image(self.sam2, self.images(query, supports))
 
     def pseudo_prompts(self, query, supports, masks, tokens: torch.Tensor | None = None) -> PriorMaps:
-        """PPG (paper §4.2, Eq. 3-5): DINOv2 priors of each shot. masks (B,K,S,S) in {0,1};
-        tokens: known DINOv2 tokens (B+B·K,C,t,t), DINOv2 is then not run."""
+        """PPG (paper, "Pseudo Prompt Generator"): DINOv2 priors of each shot.
+        masks (B,K,S,S) in {0,1}; tokens: known DINOv2 tokens (B+B·K,C,t,t), DINOv2 is then
+        not run."""
         return self.prompt_generator.maps(query, supports, masks, tokens=tokens)
 
     def compute_priors(self, query, supports, support_masks) -> torch.Tensor:
@@ -256,8 +268,9 @@ class FSSAM(nn.Module):
 
     def memories(self, query_feats: ImageFeatures, support_feats: ImageFeatures, masks: torch.Tensor,
                  priors: torch.Tensor | None) -> Memories:
-        """Mask -> memory (paper §4.1): the supports with their ground truth and, with a query
-        memory, the query with each shot-mean prior, in one memory-encoder batch.
+        """Mask -> memory: the supports with their ground truth and, with a query memory, the
+        query with each shot-mean prior (the paper's pseudo query memory), in one
+        memory-encoder batch.
         masks (B,K,S,S) in {0,1}; priors (B,K,2,S,S) or None for the naive model."""
         sam = self.sam2
         b, k = masks.shape[:2]
@@ -292,9 +305,9 @@ class FSSAM(nn.Module):
 
     def refine(self, mem: Memories, rounds: int | None = None, version: str | None = None,
                history: bool = False):
-        """IMR (paper §4.3): the discriminative-prior query memory refined with M_fg ->
-        (B,64,h,w), and with `history` one dict per round. rounds / version default to the
-        model's switches."""
+        """IMR (paper, "Iterative Memory Refinement"): the discriminative-prior query memory
+        refined with M_fg -> (B,64,h,w), and with `history` one dict per round. rounds /
+        version default to the model's switches."""
         return iterative_memory_refinement(
             mem.support, mem.fg, mem.disc, mem.support_mask_soft, mem.prior_fg, mem.prior_disc,
             rounds=self.num_refine if rounds is None else rounds,
@@ -305,10 +318,11 @@ class FSSAM(nn.Module):
     def attend(self, query_feats: ImageFeatures, mem: Memories, query_memory: torch.Tensor | None,
                calibrate: bool | None = None, maps: bool = False, weights_with_grad: bool = False):
         """SAM 2's memory attention of the query over [supports, query memory, pointers] (the
-        bank of paper §4.1), support-calibrated when `calibrate` (default: the model's switch;
-        SCMA, §4.4) -> (features (B,256,h,w), AttentionMaps or None). `maps`: keep the
-        attention weights per layer; `weights_with_grad` (plain attention): keep them with
-        their grad, e.g. for a loss on where the model looks."""
+        episode's memory bank), support-calibrated when `calibrate` (default: the model's
+        switch; paper, "Support-Calibrated Memory Attention") -> (features (B,256,h,w),
+        AttentionMaps or None). `maps`: keep the attention weights per layer;
+        `weights_with_grad` (plain attention): keep them with their grad, e.g. for a loss on
+        where the model looks."""
         sam = self.sam2
         b, k = mem.support.shape[:2]
         calibrate = self.calibrates if calibrate is None else calibrate
@@ -332,13 +346,14 @@ class FSSAM(nn.Module):
             bias_scale=self.bias_scale,
             return_maps=maps or weights_with_grad,
             attention_weights=weights_with_grad,
+            fused_kernel=self.fused_attention,
         )
         out, attention = result if (maps or weights_with_grad) else (result, None)  # (hw,B,256)
         return out.permute(1, 2, 0).reshape(b, -1, *grid), attention  # (B,256,h,w)
 
     def decode(self, pix_with_mem: torch.Tensor, high_res: list[torch.Tensor], points=None, labels=None) -> DecoderOutput:
         """SAM 2's mask decoder on the memory-conditioned query feature (B,256,h,w), without
-        prompts (paper §4.1) unless `points` (B,P,2) / `labels` (B,P) are given."""
+        prompts, as released, unless `points` (B,P,2) / `labels` (B,P) are given."""
         return decode_masks(self.sam2, pix_with_mem, high_res, points, labels)
 
     # ---- forward and trace ----------------------------------------------------------------

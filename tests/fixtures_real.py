@@ -232,3 +232,132 @@ def write_folder(root: Path) -> dict[str, np.ndarray]:
             values = np.repeat(values[..., None], 3, axis=2)  # an RGB mask
         Image.fromarray(values).save(mask_dir / f"{name}.png")
     return fg
+
+
+# ---- paper-scale fixtures: every class region over the official 2048-pixel list rule ----
+
+PAPER_BLOCK = 50  # a 50 x 50 square: 2304 class pixels inside a VOC 255 ring, 2500 without
+
+
+def paper_block(label: np.ndarray, cls: int, top: int, left: int, border: bool) -> None:
+    """A PAPER_BLOCK square of `cls` (with border: its outer ring 255, VOC style)."""
+    block(label, cls, top, left, PAPER_BLOCK, border)
+
+
+def paper_groups(num_classes: int, split: str) -> list[list[int]]:
+    """The classes of each of the 4 folds (contiguous: PASCAL; interleaved: COCO-20i)."""
+    if split == "contiguous":
+        n = num_classes // 4
+        return [list(range(f * n + 1, f * n + n + 1)) for f in range(4)]
+    return [list(range(f + 1, num_classes + 1, 4)) for f in range(4)]
+
+
+def write_voc_sbd_paper(root: Path, val_images: int = 3) -> dict[str, list[int]]:
+    """root/VOC2012 and root/SBD (the real layouts, as `write_voc_sbd`) with classes large enough
+    for `fss-sam2 data pascal` to list them by the official rule (>= 2048 pixels); returns
+    {image id: classes}.
+
+    VOC val: `val_images` 200 x 250 images holding all 20 classes (255 rings), so every class
+    has `val_images` val images in every fold. Training: per fold, 5 images of two of its
+    classes each (every class in two of them), so that a fold trains on 15 images holding no
+    novel class; the even ones are VOC train (palette PNG), the odd ones SBD train / val only
+    (GTcls .mat, image in SBD's img/); one SBD image is also in VOC train (VOC's mask wins).
+    """
+    voc, sbd = root / "VOC2012", root / "SBD" / "dataset"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (sbd / "img").mkdir(parents=True)
+    (sbd / "cls").mkdir(parents=True)
+    sets = voc / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    classes: dict[str, list[int]] = {}
+    voc_train, voc_val, sbd_train, sbd_val = [], [], [], []
+    for k in range(val_images):
+        order = list(range(1, 21))
+        order = order[k:] + order[:k] if k % 2 == 0 else order[::-1]
+        label = grid(order, border=True, shape=(4 * PAPER_BLOCK, 5 * PAPER_BLOCK), size=PAPER_BLOCK)
+        i = f"2007_{k + 1:06d}"
+        save_palette_png(voc / "SegmentationClass" / f"{i}.png", label)
+        rgb_image(label).save(voc / "JPEGImages" / f"{i}.jpg")
+        voc_val.append(i)
+        classes[i] = order
+    n = 0
+    for fold_classes in paper_groups(20, "contiguous"):
+        for j in range(5):
+            pair = [fold_classes[j], fold_classes[(j + 1) % 5]]
+            i = f"2008_{100 + n:06d}"
+            in_voc = n % 2 == 0
+            label = np.zeros((2 * PAPER_BLOCK, 3 * PAPER_BLOCK), np.uint8)
+            for c, left in zip(pair, (0, 2 * PAPER_BLOCK)):
+                paper_block(label, c, (n % 2) * PAPER_BLOCK, left, border=in_voc)
+            if in_voc:
+                save_palette_png(voc / "SegmentationClass" / f"{i}.png", label)
+                rgb_image(label).save(voc / "JPEGImages" / f"{i}.jpg")
+                voc_train.append(i)
+            else:
+                save_sbd_mat(sbd / "cls" / f"{i}.mat", label)
+                rgb_image(label).save(sbd / "img" / f"{i}.jpg")
+                (sbd_val if n % 4 == 1 else sbd_train).append(i)
+            classes[i] = pair
+            n += 1
+    save_sbd_mat(sbd / "cls" / f"{voc_train[0]}.mat", np.zeros((2 * PAPER_BLOCK, 3 * PAPER_BLOCK), np.uint8))
+    sbd_train.append(voc_train[0])  # also in SBD, with an empty mask: VOC's wins
+    (sets / "train.txt").write_text("".join(f"{i}\n" for i in voc_train))
+    (sets / "val.txt").write_text("".join(f"{i}\n" for i in voc_val))
+    (sbd / "train.txt").write_text("".join(f"{i}\n" for i in sbd_train))
+    (sbd / "val.txt").write_text("".join(f"{i}\n" for i in sbd_val))
+    return classes
+
+
+def write_coco_paper(root: Path, val_images: int = 3) -> dict[str, list[int]]:
+    """root/coco in the COCO 2014 layout (as `write_coco`: instances JSON with polygons,
+    uncompressed and compressed RLE) with objects large enough for `fss-sam2 data coco` to list
+    them by the official rule (>= 2048 pixels); returns {file name: class values 1..80}.
+
+    val2014: `val_images` 400 x 500 images with all 80 classes (polygons), every class in each.
+    train2014: per fold of the interleaved split, 10 images of four of its classes each (every
+    class in two of them; one object of three as RLE), so a fold trains on 30 images holding
+    no novel class. Plus one val image without annotations.
+    """
+    coco = root / "coco"
+    images = {"train": [], "val": []}
+    anns = {"train": [], "val": []}
+    classes: dict[str, list[int]] = {}
+    b = PAPER_BLOCK
+
+    def add(split: str, img_id: int, shape: tuple[int, int], objects: list[tuple[int, int, int]]) -> None:
+        """objects: (class value, top, left) of b x b squares."""
+        name = f"COCO_{split}2014_{img_id:012d}.jpg"
+        label = np.zeros(shape, np.uint8)
+        for n, (value, top, left) in enumerate(objects):
+            label[top:top + b, left:left + b] = value
+            mask = np.zeros(shape, bool)
+            mask[top:top + b, left:left + b] = True
+            kind = n % 3 if split == "train" else 0
+            segmentation = (rect_polygon(left, top, left + b, top + b) if kind == 0 else
+                            uncompressed_rle(mask) if kind == 1 else compressed_rle(mask))
+            anns[split].append({"id": 1 + sum(map(len, anns.values())), "image_id": img_id,
+                                "category_id": COCO_IDS[value - 1], "segmentation": segmentation, "iscrowd": 0,
+                                "area": float(b * b), "bbox": [left, top, b, b]})
+        folder = coco / f"{split}2014"
+        folder.mkdir(parents=True, exist_ok=True)
+        rgb_image(label).save(folder / name)
+        images[split].append({"id": img_id, "file_name": name, "height": shape[0], "width": shape[1]})
+        classes[name] = sorted({v for v, _, _ in objects})
+
+    for k in range(val_images):
+        order = list(range(1, 81))
+        order = order[k:] + order[:k] if k % 2 == 0 else order[::-1]
+        add("val", 100 + k, (8 * b, 10 * b), [(v, (n // 10) * b, (n % 10) * b) for n, v in enumerate(order)])
+    add("val", 199, (b, b), [])  # unannotated
+    img_id = 1
+    for fold_classes in paper_groups(80, "interleaved"):
+        for j in range(10):
+            four = [fold_classes[(2 * j + d) % 20] for d in range(4)]
+            add("train", img_id, (2 * b, 2 * b), [(v, (n // 2) * b, (n % 2) * b) for n, v in enumerate(four)])
+            img_id += 1
+    categories = [{"id": cid, "name": name, "supercategory": "x"} for cid, name in zip(COCO_IDS, COCO_CLASSES)]
+    (coco / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        data = {"images": images[split], "annotations": anns[split], "categories": categories}
+        (coco / "annotations" / f"instances_{split}2014.json").write_text(json.dumps(data))
+    return classes

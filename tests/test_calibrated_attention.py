@@ -435,3 +435,179 @@ def test_invalid_inputs_are_named(sam):
         assemble_memory(sam, sup, sup_pos, qry, qry_pos, sup_ptr[:, :1], qry_ptr)
     with pytest.raises(ValueError, match="all given or all None"):
         assemble_memory(sam, sup, sup_pos, qry, None, sup_ptr, qry_ptr)
+
+
+# ---------------------------------------------------------------- fused kernel (SDPA + bias mask)
+# `fused=True` / `fused_kernel=True` / `FSSAM(fused_attention=True)`: the bias as an additive mask
+# of F.scaled_dot_product_attention. Equal to the explicit kernel up to rounding, never bit for
+# bit; the default (explicit) path must stay bit-identical. Tolerances below, with the max abs
+# differences measured on CPU (torch 2.13, fp32 unless noted).
+# fp32: measured max abs differences <= 3.3e-7 (random tensors, small and paper shapes, outputs
+# and gradients), <= 8.3e-7 (tiny-toy memory attention, outputs up to ~5), <= 1.9e-7 (FSSAM logits)
+FUSED_ATOL = FUSED_RTOL = 1e-5
+
+
+def paper_qkv(K, seed=0, grad=False):
+    """Paper shapes: n = N = 1024 (32x32 grid), d = 256, 1 head, K supports + query memory +
+    4(K+1) pointer tokens (L' = 2N + 4(K+1) after the shot averaging)."""
+    g = torch.Generator().manual_seed(seed)
+    N, d, L = 1024, 256, 1024 * (K + 1) + 4 * (K + 1)
+    q, k, v = (torch.randn(1, 1, T, d, generator=g) for T in (N, L, L))
+    mask = (torch.rand(1, K, 1, 32, 32, generator=g) > 0.5).float()
+    return [t.requires_grad_(grad) for t in (q, k, v)] + [mask]
+
+
+@pytest.mark.parametrize("frames,S", [(2, 1), (6, 5), (6, 1)])  # 1-shot; 5-shot mean; 5-shot official
+def test_fused_kernel_matches_explicit(frames, S):
+    q, k, v, mask = random_qkv(frames=frames, n_ptr=4 * frames, seed=20)
+    # measured max abs difference 3.3e-7 (1-shot), 2.4e-7 (5-shot mean), 1.8e-7 (5-shot official)
+    out, probs, calib = support_calibrated_attention(q, k, v, mask[:, :S])
+    fused, fused_probs, fused_calib = support_calibrated_attention(q, k, v, mask[:, :S], fused=True)
+    assert probs is None and fused_probs is None and torch.equal(calib, fused_calib)
+    assert not torch.equal(fused, out)  # a different kernel, not the explicit one again
+    torch.testing.assert_close(fused, out, atol=FUSED_ATOL, rtol=FUSED_RTOL)
+    ref, _ = naive_kernel(q, k, v, mask[:, :S])
+    torch.testing.assert_close(fused, ref, atol=FUSED_ATOL, rtol=FUSED_RTOL)
+
+
+@pytest.mark.parametrize("K", [1, 5])
+def test_fused_kernel_matches_explicit_at_paper_shapes(K):
+    """fp32 max abs difference measured: 1.0e-7 (K=1), 1.2e-7 (K=5), outputs up to ~0.2;
+    gradients <= 2.2e-7 (grads up to ~0.23). bf16 autocast: fused vs explicit 1.5e-3 (K=1) /
+    2.0e-3 (K=5), while explicit bf16 vs fp32 is 1.8e-3 / 2.8e-3 and fused bf16 vs fp32
+    1.8e-3 / 1.4e-3."""
+    q, k, v, mask = paper_qkv(K, seed=21, grad=True)
+    out = support_calibrated_attention(q, k, v, mask)[0]
+    fused = support_calibrated_attention(q, k, v, mask, fused=True)[0]
+    torch.testing.assert_close(fused, out, atol=FUSED_ATOL, rtol=FUSED_RTOL)
+    w = torch.randn(q.shape, generator=torch.Generator().manual_seed(22))
+    grads = torch.autograd.grad((out * w).sum(), (q, k, v))
+    fused_grads = torch.autograd.grad((fused * w).sum(), (q, k, v))
+    for a, b in zip(fused_grads, grads):  # the bias is detached in both
+        torch.testing.assert_close(a, b, atol=FUSED_ATOL, rtol=FUSED_RTOL)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        qb, kb, vb = (t.detach().bfloat16() for t in (q, k, v))
+        out16 = support_calibrated_attention(qb, kb, vb, mask)[0].float()
+        fused16 = support_calibrated_attention(qb, kb, vb, mask, fused=True)[0].float()
+    assert fused16.dtype == out16.dtype == torch.float32
+    torch.testing.assert_close(fused16, out16, atol=1e-2, rtol=0)  # bf16: 8 bits of mantissa
+    # and the fused bf16 kernel is no further from fp32 than the explicit bf16 one (x2)
+    assert (fused16 - out).abs().max() <= 2 * (out16 - out).abs().max()
+
+
+def test_fused_gradients_match_explicit_and_stay_detached():
+    q, k, v, mask = random_qkv(frames=3, n_ptr=12, seed=7, grad=True)
+    w = torch.randn(2, 2, 16, 8, generator=torch.Generator().manual_seed(8))
+    explicit = torch.autograd.grad((support_calibrated_attention(q, k, v, mask)[0] * w).sum(), (q, k, v))
+    fused = torch.autograd.grad((support_calibrated_attention(q, k, v, mask, fused=True)[0] * w).sum(), (q, k, v))
+    attached = torch.autograd.grad((naive_kernel(q, k, v, mask, detach_bias=False)[0] * w).sum(), (q, k, v))
+    for a, b in zip(fused, explicit):  # measured <= 4.2e-7
+        torch.testing.assert_close(a, b, atol=FUSED_ATOL, rtol=FUSED_RTOL)
+    assert (fused[0] - attached[0]).abs().max() > 1e-3  # no gradient through the bias
+
+
+def test_fused_kernel_falls_back_to_explicit_for_probs():
+    q, k, v, mask = random_qkv(frames=4, n_ptr=16, seed=23)
+    out, probs, calib = support_calibrated_attention(q, k, v, mask, return_probs=True)
+    fused, fused_probs, fused_calib = support_calibrated_attention(q, k, v, mask, return_probs=True, fused=True)
+    assert torch.equal(fused, out) and torch.equal(fused_probs, probs) and torch.equal(fused_calib, calib)
+
+
+def test_fused_kernel_dropout_is_unbiased():
+    """Dropout > 0: the fused kernel draws its own masks (SDPA's), so no bit match with the
+    explicit F.dropout; both are unbiased: the mean over M draws is the dropout-free output
+    within 6 standard errors (deterministic under the seed)."""
+    q, k, v, mask = random_qkv(B=1, H=1, frames=2, n_ptr=8, seed=24)
+    M = 4000
+    qm, km, vm, mm = (t.expand(M, *t.shape[1:]).contiguous() for t in (q, k, v, mask))
+    ref = support_calibrated_attention(q, k, v, mask)[0]
+    torch.manual_seed(0)
+    for fused in (False, True):
+        draws = support_calibrated_attention(qm, km, vm, mm, dropout_p=0.2, fused=fused)[0]  # (M,1,n,d)
+        assert not torch.allclose(draws[0], ref[0], atol=1e-3)
+        err = (draws.mean(0) - ref[0]).abs()
+        assert (err <= 6 * draws.std(0) / math.sqrt(M) + 1e-6).all(), (fused, err.max())
+    torch.manual_seed(1)
+    a = support_calibrated_attention(q, k, v, mask, dropout_p=0.2, fused=True)[0]
+    torch.manual_seed(1)
+    b = support_calibrated_attention(q, k, v, mask, dropout_p=0.2, fused=True)[0]
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("K,mode", [(1, "mean"), (5, "mean"), (5, "official")])
+def test_fused_memory_attention_matches_explicit(sam, K, mode):
+    """Eval (dropout 0), tiny-toy: fp32 max abs difference measured 8.3e-7 (K=1) / 7.2e-7 (K=5,
+    both modes) on outputs up to ~5 (atol/rtol 1e-5); bf16 autocast: fused vs explicit
+    7.7e-3 / 7.8e-3 / 8.1e-3, while the explicit bf16 path itself is 6.5e-3 / 7.2e-3 / 6.6e-3
+    from fp32 (atol 2e-2)."""
+    ep = random_episode(sam, 2, K, seed=25)
+    with torch.no_grad():
+        out = run(sam, ep, num_shots=K, kshot_calibration=mode)
+        fused = run(sam, ep, num_shots=K, kshot_calibration=mode, fused_kernel=True)
+        out_maps, maps = run(sam, ep, num_shots=K, kshot_calibration=mode, return_maps=True, fused_kernel=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out16 = run(sam, ep, num_shots=K, kshot_calibration=mode).float()
+            fused16 = run(sam, ep, num_shots=K, kshot_calibration=mode, fused_kernel=True).float()
+    torch.testing.assert_close(fused, out, atol=FUSED_ATOL, rtol=FUSED_RTOL)
+    assert torch.equal(out_maps, out)  # maps requested: the explicit kernel, bit for bit
+    assert len(maps.weights) == len(sam.memory_attention.layers)
+    torch.testing.assert_close(fused16, out16, atol=2e-2, rtol=0)
+    assert (fused16 - out).abs().max() <= 2 * (out16 - out).abs().max()
+
+
+def test_fused_memory_attention_gradients_and_train_mode(sam):
+    ep = random_episode(sam, 2, 2, seed=26)
+    ma = copy.deepcopy(sam.memory_attention)
+    params = [p for p in ma.parameters() if p.requires_grad]
+    args = (ep["curr"], ep["curr_pos"], ep["memory"], ep["memory_pos"], ep["n_ptr"], ep["mask"])
+    grads = {}
+    for fused in (False, True):  # eval mode: dropout 0, gradients on
+        out = calibrated_memory_attention(ma.eval(), *args, fused_kernel=fused)
+        grads[fused] = torch.autograd.grad(out.square().mean(), params)
+    for a, b in zip(grads[True], grads[False]):  # measured 1.9e-9 (grads up to ~1.5e-2)
+        torch.testing.assert_close(a, b, atol=FUSED_ATOL, rtol=FUSED_RTOL)
+    ma.train()  # attention dropout through SDPA: seeded, stochastic, differs from eval
+
+    def seeded(seed):
+        torch.manual_seed(seed)
+        return calibrated_memory_attention(ma, *args, fused_kernel=True)
+
+    a, b, c = seeded(1), seeded(1), seeded(2)
+    assert torch.isfinite(a).all() and torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_fssam_fused_attention_matches_and_default_is_unchanged():
+    """FSSAM(fused_attention=True) vs the default on the tiny toy, 1- and 5-shot, both K-shot
+    modes: logits max abs difference measured 1.8e-7 / 1.8e-7 (1-shot) and 1.5e-7 / 1.9e-7
+    (5-shot mean / official), logits up to ~0.4; bf16 autocast (1-shot): 3.4e-3, the explicit
+    bf16 model itself 4.2e-3 from fp32 (atol 2e-2). The default model is bit-identical to one
+    built without the option."""
+    from fss_sam2 import load_model
+    from fss_sam2.model import FSSAM
+
+    torch.manual_seed(0)
+    model = load_model(sam2="tiny-toy", dino="tiny-toy", image_size=128)
+    base = {"sam2": model.sam2, "dino": model.prompt_generator.dino}
+    assert model.fused_attention is False
+    g = torch.Generator().manual_seed(27)
+    for k in (1, 5):
+        query = torch.rand(2, 3, 128, 128, generator=g) * 255
+        supports = torch.rand(2, k, 3, 128, 128, generator=g) * 255
+        masks = torch.zeros(2, k, 128, 128, dtype=torch.long)
+        masks[..., 32:96, 40:100] = 1
+        for mode in ("mean", "official"):
+            with torch.no_grad():
+                ref = FSSAM(**base, kshot_calibration=mode).eval()(query, supports, masks)
+                off = FSSAM(**base, kshot_calibration=mode, fused_attention=False).eval()(query, supports, masks)
+                fused_model = FSSAM(**base, kshot_calibration=mode, fused_attention=True).eval()
+                fused = fused_model(query, supports, masks)
+            assert torch.equal(off, ref)
+            torch.testing.assert_close(fused, ref, atol=FUSED_ATOL, rtol=FUSED_RTOL)
+            if k == 1 and mode == "mean":
+                assert torch.equal(model(query, supports, masks), ref)  # load_model's default
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    ref16 = model(query, supports, masks).float()
+                    fused16 = fused_model(query, supports, masks).float()
+                torch.testing.assert_close(fused16, ref16, atol=2e-2, rtol=0)
+                # trace needs the weights: the explicit kernel, so the default model's logits
+                assert torch.equal(fused_model.trace(query, supports, masks).logits, ref)

@@ -140,3 +140,63 @@ def test_precision_policy(monkeypatch):
     assert (x @ x).dtype is torch.float32  # nothing left open
     with autocast("cpu", "auto"):
         assert (x @ x).dtype is torch.float32
+
+
+def test_short_names_name_the_packaged_configs(tmp_path, monkeypatch):
+    from fss_sam2.config import find_config, packaged_config_names, packaged_configs
+    from fss_sam2.tutorial.runs import CONFIGS as RUNS_CONFIGS
+
+    assert Path(RUNS_CONFIGS) == Path(packaged_configs()) == CONFIGS.resolve()  # configs/ -> fss_sam2/configs
+    assert set(packaged_config_names()) == EXPECTED
+    (tmp_path / "base").mkdir()  # a cwd with a base/ of its own: packaged defaults stay packaged
+    (tmp_path / "base" / "pascal.yaml").write_text("data:\n  fold: 3\n")
+    monkeypatch.chdir(tmp_path)
+    for name in ("pascal_fold0_small_1shot", "pascal_fold0_small_1shot.yaml"):
+        assert Path(find_config(name)) == CONFIGS.resolve() / "pascal_fold0_small_1shot.yaml"
+        assert load_config(name) == cfg("pascal_fold0_small_1shot")
+    assert to_dict(load_config("toy", ["max_steps=3"])) == to_dict(cfg("toy", "max_steps=3"))
+    assert load_config(RUNS_CONFIGS / "toy.yaml") == cfg("toy")  # what notebook 06 does
+    with pytest.raises(ValueError, match=r"configs/toy.yaml with --set fold=7: data.fold=7"):
+        load_config("toy", ["fold=7"])  # errors name the packaged file
+
+
+def test_unknown_short_name_is_named_with_suggestions(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^pascal_fold0_smal_1shot: config file not found: neither a file "
+                                                r"nor a packaged config; did you mean 'pascal_fold0_small_1shot'"):
+        load_config("pascal_fold0_smal_1shot")
+    with pytest.raises(FileNotFoundError, match=r"^toyy: config file not found.*did you mean 'toy'\?.*"
+                                                r"packaged configs, usable by name: toy, "):
+        load_config("toyy")
+    # a path with a folder is a file path only; outside the checkout configs/toy.yaml is not there
+    with pytest.raises(FileNotFoundError, match=r"^configs/toy.yaml: config file not found: no such file .*"
+                                                r"the packaged config of that name is `--config toy`"):
+        load_config("configs/toy.yaml")
+    with pytest.raises(FileNotFoundError, match=r"^base/pascal: config file not found"):
+        load_config("base/pascal")
+
+
+def test_an_existing_path_wins_over_a_short_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "toy").write_text("data:\n  dataset: toy\n  image_size: 64\n")
+    (tmp_path / "toy.yaml").write_text("data:\n  dataset: toy\n  image_size: 32\n")
+    assert load_config("toy").data.image_size == 64  # the file `toy` here
+    assert load_config("toy.yaml").data.image_size == 32
+    assert load_config(Path("toy.yaml")).data.image_size == 32
+    (tmp_path / "toy").unlink()
+    (tmp_path / "toy").mkdir()  # a folder is not a config: the packaged toy.yaml
+    assert load_config("toy") == cfg("toy")
+
+
+def test_configs_load_from_any_traversable(tmp_path):
+    """A zipped package's resources are zipfile.Path objects: `defaults` resolve inside the zip."""
+    import zipfile
+
+    archive = tmp_path / "configs.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in CONFIGS.rglob("*.yaml"):
+            z.write(p, f"configs/{p.relative_to(CONFIGS).as_posix()}")
+    folder = zipfile.Path(archive, "configs/")
+    assert load_config(folder / "coco_fold2_small_5shot.yaml") == cfg("coco_fold2_small_5shot")
+    with pytest.raises(FileNotFoundError, match="nothing.yaml: config file not found"):
+        load_config(folder / "nothing.yaml")

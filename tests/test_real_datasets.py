@@ -59,7 +59,7 @@ def test_pascal_sets_and_masks(pascal):
     assert summary["train_images"] == 4 and summary["val_images"] == 2
     for i, label in expected.items():
         written = Image.open(out / "SegmentationClassAug" / f"{i}.png")
-        assert written.mode == "P"  # viewable in colour, read as class ids
+        assert written.mode == "L"  # plain class ids: what the authors' OpenCV grayscale read expects
         np.testing.assert_array_equal(np.asarray(written), label, err_msg=i)
     assert sorted(p.stem for p in (out / "SegmentationClassAug").iterdir()) == sorted(expected)
     image = out / "JPEGImages" / "2008_000011.jpg"  # only in SBD's img/

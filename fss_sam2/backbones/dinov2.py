@@ -3,7 +3,8 @@
 Our own implementation with the hub models' hyper-parameters (patch 14, img_size 518, layer
 scale 1.0, no registers, LayerNorm eps 1e-6, bicubic pos-embed resize with offset 0.1) and
 their state-dict keys (``blocks.N.*``), so the original ``dinov2_vit?14_pretrain.pth`` files
-load as they are. Only what FSSAM uses is implemented: last-block, normed patch tokens.
+load as they are, from a local file rather than torch.hub. Only what FSSAM uses is implemented:
+last-block, normed patch tokens (docs/deviations.md, "DINOv2 backbone").
 """
 from __future__ import annotations
 

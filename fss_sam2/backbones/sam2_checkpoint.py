@@ -18,7 +18,8 @@ SAM2_SIZES = {
 TRUNK_PATCH_KEY = "image_encoder.trunk.patch_embed.proj.weight"  # (embed_dim,3,7,7)
 SAM21_KEYS = ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight")
 SAM21_ERROR = "SAM 2.1 checkpoints are not supported: FSSAM is built on SAM 2.0 (sam2_hiera_*.pt)"
-# What a SAM 2.0 model must look like for FSSAM's hand-built memory (reference §2.4, item 1).
+# What a SAM 2.0 model must look like for FSSAM's hand-built memory; SAM 2.1 options change it
+# (docs/deviations.md, "Stock sam2, no vendored copy").
 EXPECTED_CONFIG = {
     "use_obj_ptrs_in_encoder": True,
     "pred_obj_scores": True,

@@ -19,7 +19,7 @@ SAM2_CONFIGS = {
     "large": "configs/sam2/sam2_hiera_l.yaml",
 }
 
-# A 8.5 M-parameter SAM 2 for the synthetic world and tests (DESIGN §6): 32-dim Hiera trunk,
+# A 8.5 M-parameter SAM 2 for the synthetic world and tests (the toy profile): 32-dim Hiera trunk,
 # stages 1,1,2,1 with global attention at block 3 (never the first block of a stage),
 # two memory-attention layers with a 512-wide FFN.
 TINY_TOY_OVERRIDES = [

@@ -8,6 +8,7 @@ from ..config import load_config
 from ..constants import SYNTHETIC_NOTE
 from ..engine.cache import FeatureCache
 from ..engine.evaluate import evaluate_checkpoint
+from . import arguments as arg
 
 def _evaluate_command(a: argparse.Namespace) -> int:
     cfg = load_config(a.config, a.overrides)
@@ -41,20 +42,23 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", required=True, help="YAML config: dataset, root, fold, shot (and, for an authors' "
                                                    "checkpoint, the SAM 2 size and DINOv2)")
     p.add_argument("--checkpoint", required=True, help="our last.pt / best.pt, or an authors' best_{1|5}shot.pth")
-    p.add_argument("--episodes", type=int, default=1000)
-    p.add_argument("--seeds", type=int, nargs="+", default=[321], help="one evaluation per seed; mean ± std")
-    p.add_argument("--batch", type=int, help="episodes per batch (default: data.val_batch; results do not change)")
-    p.add_argument("--workers", type=int, help="DataLoader processes (default: data.workers)")
+    p.add_argument("--episodes", type=arg.positive_int, default=1000)
+    p.add_argument("--seeds", type=arg.seed, nargs="+", default=[321], help="one evaluation per seed; mean ± std")
+    p.add_argument("--batch", type=arg.positive_int,
+                   help="episodes per batch (default: data.val_batch; results do not change)")
+    p.add_argument("--workers", type=arg.workers, help="DataLoader processes (default: data.workers)")
     p.add_argument("--device", help="cpu | cuda | cuda:N | auto (default: train.device)")
     p.add_argument("--cache", action="store_true", help="cache the frozen encoders' outputs in memory")
-    p.add_argument("--cache-dir", help="also keep them on disk in this folder (implies --cache)")
-    p.add_argument("--cache-gib", type=float, default=4.0, help="memory budget of the cache (GiB)")
+    p.add_argument("--cache-dir", type=arg.output_folder, help="also keep them on disk in this folder (implies --cache)")
+    p.add_argument("--cache-gib", type=arg.nonnegative_float, default=4.0,
+                   help="memory budget of the cache (GiB; 0: disk tier only)")
     p.add_argument("--compile", action="store_true", help="torch.compile the post-encoder model")
-    p.add_argument("--overlays", type=int, default=0, metavar="K", help="write PNG overlays of the first K episodes")
+    p.add_argument("--overlays", type=arg.nonnegative_int, default=0, metavar="K",
+                   help="write PNG overlays of the first K episodes")
     p.add_argument(
         "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
         help="config overrides, e.g. root=data/pascal or model.num_refine=0",
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=arg.output_folder, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate_command)

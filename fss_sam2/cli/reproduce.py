@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from ..tutorial.reproduce import NotebookFailed, reproduce
+from . import arguments as arg
 
 def _reproduce_command(a: argparse.Namespace) -> int:
     start = time.perf_counter()
@@ -31,7 +32,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--profile", choices=["toy", "paper"], default="toy")
     p.add_argument("--smoke", action="store_true", help="the CI setting: tiny world, random weights, a few steps")
-    p.add_argument("--out", default="build", help="build folder (default: build)")
+    p.add_argument("--out", default="build", type=arg.output_folder, help="build folder (default: build)")
     p.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--data-root", help="paper: a root prepared by `fss-sam2 data pascal|coco`")

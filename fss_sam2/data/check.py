@@ -1,9 +1,13 @@
 """Check a prepared dataset before spending GPU time on it: every problem names its file.
 
-Checked: the root, meta and list files; every listed image and label exists and reads (labels
-fully, images by header unless decode_images); image and label sizes agree; label values lie in
+Checked: the root, meta and every list file (train and val of every fold; an empty data list is
+a problem, except train lists that are all empty: an evaluation-only root); every listed entry
+stays inside the root (unless allow_outside); every listed image and label exists and decodes
+in full, as training reads it (fast=True reads image headers only); image and label sizes
+agree (EXIF orientation applied); label values lie in
 {0..num_classes, 255}; each class listed for an image is present in its label; every novel class
-has >= 2 val images (else no 1-shot episode). `summary` gives the counts per split/fold/class.
+has >= 2 val images (else no 1-shot episode). Nothing is written. `summary` gives the counts per
+split/fold/class.
 """
 from __future__ import annotations
 
@@ -15,18 +19,19 @@ from tqdm.auto import tqdm
 
 from .folder import FolderSource
 from .folds import NUM_FOLDS
-from .lists import IGNORE, SPLITS, FoldList, Item
-from .sources import META_FILE, ListSource, read_label
+from ..constants import IGNORE
+from .lists import SPLITS, FoldList, Item
+from .sources import DECODE_ERRORS, META_FILE, ListSource, oriented_size, read_image, read_label
 
 Source = ListSource | FolderSource
 
 
-def open_source(dataset: str, root: str | Path) -> Source:
+def open_source(dataset: str, root: str | Path, allow_outside: bool = False) -> Source:
     """A class folder for dataset "folder", else a prepared root (its meta names the dataset)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset root not found")
-    return FolderSource(root) if dataset == "folder" else ListSource(root)
+    return FolderSource(root) if dataset == "folder" else ListSource(root, allow_outside=allow_outside)
 
 
 def read_lists(source: Source) -> tuple[dict[tuple[str, int], FoldList], list[str]]:
@@ -48,25 +53,46 @@ def list_file(source: Source, split: str, fold: int) -> Path:
     return source.root / "lists" / split / f"sub_class_file_list_{fold}.txt"
 
 
-def check_item(source: Source, item: Item, where: Path, decode_images: bool) -> tuple[list[str], set[int]]:
-    """Problems of one image/label pair, and the label values present."""
+def data_list_file(source: Source, split: str, fold: int) -> Path:
+    """The file an empty list is reported against."""
+    if isinstance(source, FolderSource):
+        return source.root
+    return source.root / "lists" / split / f"data_list_{fold}.txt"
+
+
+def check_item(source: Source, item: Item, where: Path | str, fast: bool = False) -> tuple[list[str], set[int]]:
+    """Problems of one image/label pair, and the label values present. The image is decoded in
+    full by `read_image` (header only when fast); the label always is."""
     problems, size, values = [], None, set()
+    image = None
     try:
         image = source.resolve(item.image)
-        with Image.open(image) as im:
-            size = im.size
-            if decode_images:
-                im.load()
     except FileNotFoundError:
         problems.append(f"{where}: image {item.image} not found under {source.root}")
-    except (OSError, ValueError) as e:
-        problems.append(f"{image}: unreadable image ({e})")
+    except ValueError as e:  # the entry leaves the root
+        problems.append(str(e))
+    if image is not None and fast:
+        try:
+            with Image.open(image) as im:
+                size = oriented_size(im)
+        except DECODE_ERRORS as e:
+            problems.append(f"{image}: unreadable image ({e})")
+    elif image is not None:
+        try:
+            h, w = read_image(image).shape[:2]
+            size = (w, h)
+        except ValueError as e:  # names the file
+            problems.append(str(e))
     try:
         label_path = source.resolve(item.label)
-        label = source.load_label(item) if isinstance(source, FolderSource) else read_label(label_path)
     except FileNotFoundError:
         problems.append(f"{where}: label {item.label} not found under {source.root}")
         return problems, values
+    except ValueError as e:
+        problems.append(str(e))
+        return problems, values
+    try:
+        label = source.load_label(item) if isinstance(source, FolderSource) else read_label(label_path)
     except (OSError, ValueError) as e:
         problems.append(f"{label_path}: unreadable label ({e})")
         return problems, values
@@ -80,10 +106,24 @@ def check_item(source: Source, item: Item, where: Path, decode_images: bool) -> 
     return problems, values
 
 
-def check_dataset(dataset: str, root: str | Path, decode_images: bool = False, progress: bool = False) -> list[str]:
-    """Problems of a prepared dataset root (pascal, coco, toy, ...) or a class folder ("folder")."""
+def check_dataset(
+    dataset: str,
+    root: str | Path,
+    fast: bool = False,
+    progress: bool = True,
+    allow_outside: bool = False,
+    decode_images: bool | None = None,
+) -> list[str]:
+    """Problems of a prepared dataset root (pascal, coco, toy, ...) or a class folder ("folder").
+
+    fast: read image headers only instead of decoding every image (labels are always decoded).
+    progress: a progress bar over the listed pairs. allow_outside: accept list entries that
+    leave the root (see ListSource). decode_images: the former name, = not fast.
+    """
+    if decode_images is not None:
+        fast = not decode_images
     try:
-        source = open_source(dataset, root)
+        source = open_source(dataset, root, allow_outside=allow_outside)
     except (OSError, ValueError) as e:
         return [str(e)]
     problems = []
@@ -91,14 +131,25 @@ def check_dataset(dataset: str, root: str | Path, decode_images: bool = False, p
         problems.append(f"{source.root / META_FILE}: dataset is {source.dataset!r}, expected {dataset!r}")
     lists, list_problems = read_lists(source)
     problems += list_problems
+    # an evaluation-only root (`data coco --val-only`, author val lists only) has every train list
+    # empty on purpose; one empty train list among filled ones is a problem
+    train = [fl for (split, _), fl in lists.items() if split == "train"]
+    evaluation_only = len(train) == NUM_FOLDS and not any(fl.items for fl in train)
+    for (split, fold), fl in lists.items():
+        if not fl.items:
+            if not (split == "train" and evaluation_only):
+                problems.append(f"{data_list_file(source, split, fold)}: no images (the {split} list of fold {fold} is empty)")
+        elif not any(fl.by_class.values()):
+            problems.append(f"{list_file(source, split, fold)}: no class lists an image, though "
+                            f"{data_list_file(source, split, fold).name} lists {len(fl.items)}")
 
-    where: dict[Item, Path] = {}  # each pair is checked once, reported against a list naming it
+    where: dict[Item, Path | str] = {}  # each pair is checked once, reported against a line naming it
     for (split, fold), fl in lists.items():
         for it in fl.items + [it for items in fl.by_class.values() for it in items]:
-            where.setdefault(it, list_file(source, split, fold))
+            where.setdefault(it, fl.origin.get(it.image) or list_file(source, split, fold))
     values: dict[Item, set[int]] = {}
     for it, listed_in in tqdm(where.items(), desc=f"check {dataset}", disable=not progress):
-        item_problems, values[it] = check_item(source, it, listed_in, decode_images)
+        item_problems, values[it] = check_item(source, it, listed_in, fast)
         problems += item_problems
 
     for (split, fold), fl in lists.items():

@@ -28,8 +28,9 @@ from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
 from .folds import COCO_CLASSES, SPLIT_MODES
-from .lists import IGNORE, MIN_CLASS_PIXELS, Item
-from .pascal import install_author_lists, link_or_copy, save_label
+from ..constants import IGNORE
+from .lists import MIN_CLASS_PIXELS, Item
+from .pascal import find_author_lists, install_author_lists, link_or_copy, save_label, update_meta
 from .sources import write_dataset
 
 CROWD_MODES = ("class", "ignore")
@@ -83,8 +84,12 @@ def build_coco(
     """Prepare COCO-20i under `out` (see the module doc); returns counts per split (and fold).
 
     split: class split of the folds ("interleaved" = the official use_split_coco, or
-    "contiguous"). lists: the authors' list folder, used instead of building lists.
-    val_only: only val2014 is needed (evaluation); the training lists are left empty.
+    "contiguous"). lists: the authors' list folder (lists/coco/fss_list of their repository);
+    its val lists (required) and train lists (optional; ignored with val_only) are used instead
+    of building those by the rule. Their order cannot be rebuilt from the annotation files, and
+    on COCO only the first 1000 val entries are ever queries, so the authors' episodes need
+    their val lists. val_only: only val2014 is needed (evaluation); the training lists are left
+    empty.
     copy: copy the image folders instead of symlinking them.
     """
     coco, out = Path(coco), Path(out)
@@ -111,12 +116,18 @@ def build_coco(
         del api  # the train index holds ~1 GB
 
     summary = {"train_images": len(items["train"]), "val_images": len(items["val"])}
-    if lists is not None:
-        summary.update(install_author_lists(Path(lists), out, "coco", COCO_CLASSES, split))
-        return summary
+    author, author_splits = find_author_lists(Path(lists), "coco") if lists is not None else (None, [])
+    if val_only:
+        author_splits = [s for s in author_splits if s == "val"]  # no train2014 images to serve theirs
     summary.update(
         write_dataset(
-            out, "coco", COCO_CLASSES, split, items["train"], items["val"], min_pixels=min_pixels, progress=progress
+            out, "coco", COCO_CLASSES, split,
+            [] if "train" in author_splits else items["train"],
+            [] if "val" in author_splits else items["val"],
+            min_pixels=min_pixels, progress=progress,
         )
     )
+    if author is not None:
+        summary.update(install_author_lists(author, out, author_splits))
+        update_meta(out, author_lists={"from": str(author), "splits": author_splits})
     return summary

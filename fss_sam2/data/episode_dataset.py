@@ -1,14 +1,15 @@
-"""Episodes -> tensors: the torch Datasets of evaluation and training (reference §3.3-3.4).
+"""Episodes -> tensors: the torch Datasets of evaluation and training.
 
 A sample is a dict:
   query         (3,S,S)   float32 0..255
   query_label   (S,S)     int64 {0,1,255}: the episode class -> 1, other classes -> 0, 255 kept
   supports      (K,3,S,S) float32 0..255
   support_masks (K,S,S)   int64 {0,1,255}, binarised the same way
-  raw_label     (H0,W0)   int64 binarised query label at the original size (what evaluation scores)
+  raw_label     (Ho,Wo)   int64 binarised query label at the original size (what evaluation scores)
   cls, index    int
 Training randomness comes from a Generator seeded by (seed, epoch, index), so a sample never
-depends on the number of DataLoader workers or on which worker draws it. Call `set_epoch`
+depends on the number of DataLoader workers or on which worker draws it (docs/deviations.md,
+"Training sampling and resume"). Call `set_epoch`
 before each epoch (and do not use persistent workers, which would keep the old epoch).
 """
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .episodes import Episode, draw_supports, infer_fold, item_index, present_classes, split_classes
-from .lists import IGNORE, Item
+from ..constants import IGNORE
+from .lists import Item
 from .sources import ListSource
 from .transforms import TRAIN_SCALE, train_transform, val_transform
 
@@ -55,7 +57,7 @@ class _Episodes(Dataset):
         return np.random.default_rng([self.seed, self.epoch, index])
 
     def _pair(self, item: Item, label: np.ndarray, cls: int, rng: np.random.Generator | None):
-        """-> image (3,S,S), binarised label (S,S), binarised label at the original size (H0,W0)."""
+        """-> image (3,S,S), binarised label (S,S), binarised label at the original size (Ho,Wo)."""
         image = self.source.load_image(item)
         if image.shape[:2] != label.shape:
             raise ValueError(f"{item.image} {image.shape[:2]} and {item.label} {label.shape}: sizes differ")

@@ -4,7 +4,8 @@
   root/<class>/<name>.<ext> + root/<class>/masks/<name>.png (masks in their own folder)
 
 Masks are binary: a pixel is foreground when its value is 1 or above 127 (0/1, 0/255 and
-anti-aliased 0..255 masks all work; RGB masks count their brightest channel). Labels come back
+anti-aliased 0..255 masks all work; RGB masks count their brightest channel, masks with alpha
+are composited on black first; EXIF orientation is applied to masks as to images). Labels come back
 with the class id on the foreground, so episodes binarise them like PASCAL / COCO labels.
 Every class is novel in fold 0 (there is no training split); other folds do not exist.
 """
@@ -17,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .lists import IGNORE, FoldList, Item
-from .sources import read_image
+from ..constants import IGNORE
+from .lists import FoldList, Item
+from .sources import DECODE_ERRORS, read_image, to_rgb, upright
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MASK_DIR = "masks"
@@ -34,16 +36,27 @@ class FolderItem(Item):
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """Foreground of a binary mask file, bool (H,W); the error names the file."""
+    """Foreground of a binary mask file, bool (H,W), EXIF orientation applied like `read_image`
+    (so a mask stays aligned with its photo); the error names the file.
+
+    Colour masks count their brightest channel; a mask with alpha (RGBA, LA, PA) is first
+    composited on black like images are, so transparent pixels are background; palette masks
+    count their indices; 16-bit and float masks their values.
+    """
     try:
         with Image.open(path) as im:
-            if im.mode in ("RGB", "RGBA"):
+            im = upright(im)
+            if "A" in im.getbands() or "a" in im.getbands():
+                values = to_rgb(im.convert("RGBA")).max(axis=2)
+            elif im.mode in ("RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
                 values = np.asarray(im.convert("RGB")).max(axis=2)
             elif im.mode == "1":
                 values = np.asarray(im).astype(np.uint8)
             else:
-                values = np.asarray(im.getchannel(0) if im.mode == "LA" else im)
-    except (OSError, ValueError) as e:
+                values = np.asarray(im)
+            if values.ndim != 2:
+                raise ValueError(f"mode {im.mode} is not a single-channel or colour mask")
+    except DECODE_ERRORS as e:
         raise ValueError(f"{path}: cannot read mask ({e})") from None
     return (values == 1) | (values > 127)
 
@@ -126,5 +139,5 @@ class FolderSource:
         """(H,W) label: the item's class id on the mask's foreground, 0 elsewhere."""
         cls = self._ids.get(Path(item.image).parent.name)
         if cls is None:
-            raise KeyError(f"{item.image}: not in a class folder of {self.root}")
+            raise ValueError(f"{item.image}: not in a class folder of {self.root}")
         return read_mask(self.resolve(item.label)).astype(self._dtype) * self._dtype(cls)

@@ -1,4 +1,4 @@
-"""Class splits of the few-shot benchmarks: which classes are novel in which fold (reference §3.1)."""
+"""Class splits of the few-shot benchmarks: which classes are novel in which fold (as released)."""
 from __future__ import annotations
 
 PASCAL_CLASSES = (

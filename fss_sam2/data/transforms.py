@@ -1,4 +1,4 @@
-"""Episode image transforms (reference §3.4), numpy / PIL / torch only.
+"""Episode image transforms of the release, numpy / PIL / torch only.
 
 Inputs: image uint8 or float (H,W,3) RGB 0..255, label uint8 (H,W) already binarised {0,1,255}.
 Outputs: image float32 tensor (3,S,S) still 0..255 (the model normalises), label int64 (S,S).
@@ -8,7 +8,8 @@ Every random draw comes from an explicit numpy Generator; there is no global RNG
   for query and supports alike (the official `resized_val`).
 - training: random scale -> random rotation (p=0.5) -> 5x5 Gaussian blur (p=0.5) -> horizontal
   flip (p=0.5) -> pad to S and a random S x S crop that keeps >= 85 % of the foreground.
-  Training crops keep the aspect ratio while validation stretches it (reference W12, kept).
+  Training crops keep the aspect ratio while validation stretches it (kept: docs/deviations.md,
+  "Train and val resizing").
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .lists import IGNORE
+from ..constants import IGNORE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 FILL = tuple(255 * m for m in IMAGENET_MEAN)  # image border of rotations and padding
@@ -35,7 +36,8 @@ def resize(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple
         return image.astype(np.float32, copy=False), label
     img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]  # (1,3,H,W)
     img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
-    lab = F.interpolate(torch.from_numpy(np.ascontiguousarray(label))[None, None], size=size, mode="nearest")
+    # labels read by PIL are read-only arrays: copied only then (torch warns on non-writable arrays)
+    lab = F.interpolate(torch.from_numpy(np.require(label, requirements=["C", "W"]))[None, None], size=size, mode="nearest")
     return img[0].permute(1, 2, 0).numpy(), lab[0, 0].numpy()
 
 

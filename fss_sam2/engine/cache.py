@@ -1,4 +1,5 @@
-"""A cache of the frozen encoders' outputs, per image, for evaluation (DESIGN §7, reference W9).
+"""A cache of the frozen encoders' outputs, per image, for evaluation (docs/deviations.md,
+"Feature cache").
 
 SAM 2's image encoder and DINOv2 never train, and evaluation shows the same images again and
 again (1000 episodes over a few hundred images; every seed; every validation). The cache keeps,
@@ -19,7 +20,10 @@ rehash. Writes through `tensor.data` bypass version counters and are not seen.
 Two tiers: memory (least recently used entries leave first once `max_bytes` is exceeded) and an
 optional folder, `disk/<model key>/<image key[:2]>/<image key>.pt`, written to a temporary file
 and renamed, so that several processes (DDP ranks) may write the same key and readers only ever
-see complete files; an unreadable file counts as a miss and is rewritten.
+see complete files. A file holds the entry's tensors and the SHA-256 of their names, dtypes,
+shapes and bytes (`entry_digest`), checked on every read: a file that is unreadable, or whose
+content no longer matches its checksum (altered on disk), is a miss with a warning naming it,
+and is rewritten.
 
 Evaluation only: training augments its images (no reuse), and cached tensors made under
 `torch.inference_mode` cannot take part in autograd.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -41,7 +46,7 @@ from ..backbones.sam2_model import ImageFeatures, encode_image
 from ..model import FSSAM, EpisodeFeatures
 from .runtime import atomic_write
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: entries on disk carry their checksum
 Entry = dict[str, torch.Tensor]  # one image's tensors of one part
 
 
@@ -53,6 +58,15 @@ def tensor_digest(x: torch.Tensor, h=None):
     if data.numel():
         h.update(memoryview(data.view(torch.uint8).numpy()))
     return h
+
+
+def entry_digest(entry: Entry) -> str:
+    """SHA-256 of an entry's tensors (names, dtypes, shapes, bytes), in name order."""
+    h = hashlib.sha256()
+    for name in sorted(entry):
+        h.update(name.encode() + b"\0")
+        tensor_digest(entry[name], h)
+    return h.hexdigest()
 
 
 def image_key(image: torch.Tensor) -> str:
@@ -197,7 +211,8 @@ class FeatureCache:
             path = self._path(key)
             if not path.is_file():
                 cpu = {k: v.cpu() for k, v in entry.items()}
-                atomic_write(path, lambda f: torch.save(cpu, f), shared=True)
+                record = {"tensors": cpu, "sha256": entry_digest(cpu)}
+                atomic_write(path, lambda f: torch.save(record, f), shared=True)
 
     def clear(self) -> None:
         """Empty the memory tier (the disk tier stays)."""
@@ -229,11 +244,15 @@ class FeatureCache:
         if not path.is_file():
             return None
         try:
-            entry = torch.load(path, map_location=device, weights_only=True)
-        except Exception:  # damaged (e.g. a crash of the file system): a miss, rewritten by put
+            record = torch.load(path, map_location="cpu", weights_only=True)
+            problem = _check_record(record)
+        except Exception as e:  # damaged (e.g. a crash of the file system)
+            problem = f"unreadable ({type(e).__name__})"
+        if problem is not None:  # a miss, rewritten by put
+            warnings.warn(f"{path}: cache entry {problem}; recomputing it")
             path.unlink(missing_ok=True)
             return None
-        return entry if isinstance(entry, dict) else None
+        return {name: t.to(device) for name, t in record["tensors"].items()}
 
     # -- features of a batch ------------------------------------------------------------------
 
@@ -281,6 +300,18 @@ class FeatureCache:
         features = self.features(model, batch["query"], batch["supports"], device)
         return model(batch["query"].to(device), batch["supports"].to(device), batch["support_masks"].to(device),
                      features=features)
+
+
+def _check_record(record) -> str | None:
+    """What is wrong with a disk entry as read back (None: it is what was written)."""
+    if not isinstance(record, dict) or not isinstance(record.get("tensors"), dict) or "sha256" not in record:
+        return "not in the cache's format"
+    tensors = record["tensors"]
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+        return "not in the cache's format"
+    if entry_digest(tensors) != record["sha256"]:
+        return "does not match its checksum (altered on disk)"
+    return None
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -58,6 +58,21 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+# what `train --resume` needs of last.pt (best.pt holds None for optimizer, scaler and rng)
+RESUME_ENTRIES = ("config", "model", "optimizer", "progress", "rng", "metrics", "scaler")
+
+
+def require_entries(ckpt: dict, path: str | Path, entries=RESUME_ENTRIES, what: str = "resume a run") -> dict:
+    """`ckpt` if it has every one of `entries` (not None, except scaler and metrics); else a
+    ValueError naming the file and what is missing."""
+    optional = {"scaler", "metrics"}
+    missing = [k for k in entries if k not in ckpt or (ckpt[k] is None and k not in optional)]
+    if missing:
+        raise ValueError(f"{path}: cannot {what}: the checkpoint has no {', '.join(missing)} "
+                         "(best.pt holds the weights only: resume from last.pt)")
+    return ckpt
+
+
 def rng_state() -> dict:
     """The global generators' states (python, numpy, torch CPU, every CUDA device) as safe types."""
     version, keys, gauss = random.getstate()

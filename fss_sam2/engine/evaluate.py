@@ -1,4 +1,5 @@
-"""Evaluate a few-shot model on a fixed list of episodes (reference §3.5).
+"""Evaluate a few-shot model on a fixed list of episodes (the release's protocol;
+docs/deviations.md, "Evaluation episodes").
 
 A model is any callable with FSSAM's convention
   model(query (B,3,S,S) 0..255, supports (B,K,3,S,S), support_masks (B,K,S,S) {0,1,255}) -> logits (B,S,S)
@@ -128,7 +129,8 @@ def evaluate_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     for n, seed in enumerate(seeds):
-        eps = make_episodes(source, d.fold, d.shot, episodes=episodes, seed=seed, split="val")
+        eps = make_episodes(source, d.fold, d.shot, episodes=episodes, seed=seed, split="val",
+                            stream=d.stream, stream_workers=d.stream_workers)
         if n == 0:
             write_episodes_csv(out / "episodes.csv", eps)
         if len(seeds) > 1:
@@ -144,7 +146,8 @@ def evaluate_checkpoint(
         "model": "FSSAM", "checkpoint": str(checkpoint), "checkpoint_kind": kind,
         "dataset": source.dataset, "root": str(d.root), "fold": d.fold, "shot": d.shot, "image_size": size,
         "synthetic": synthetic, "label": TOY_LABEL if synthetic else None,
-        "episodes": episodes, **_mean_over_seeds(runs), "seeds": runs,
+        "episodes": episodes, "stream": d.stream, "stream_workers": d.stream_workers,
+        **_mean_over_seeds(runs), "seeds": runs,
         "device": str(dev), "precision": cfg.train.precision, "batch": batch_size, "workers": workers,
         "cache": None if cache is None else cache.stats(), "compile": compile, "config": to_dict(cfg),
     }

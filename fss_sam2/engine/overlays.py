@@ -34,9 +34,9 @@ def write_overlays(model, source, episodes: Sequence[Episode], size: int, fold: 
         batch = collate([data[i]])
         with torch.inference_mode():
             logits = step(model, batch, device)[0]  # (S,S)
-        raw = batch["raw_label"][0]  # (H0,W0)
+        raw = batch["raw_label"][0]  # (Ho,Wo), the original size
         shape = tuple(raw.shape)
-        query = source.load_image(data.items[episodes[i].query])  # (H0,W0,3) uint8
+        query = source.load_image(data.items[episodes[i].query])  # (Ho,Wo,3) uint8
         panels = [overlay_mask(_resized(img.permute(1, 2, 0), shape), _resized(mask == 1, shape), (40, 200, 60))
                   for img, mask in zip(batch["supports"][0], batch["support_masks"][0])]
         panels.append(overlay_mask(query, raw.numpy() == 1, (40, 200, 60)))

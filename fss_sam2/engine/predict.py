@@ -10,18 +10,19 @@ Output masks are 0/255 PNGs named like their query images.
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..data.folder import IMAGE_SUFFIXES, read_mask
 from ..data.sources import read_image
 from ..data.transforms import val_transform
+from ..metrics import logits_to_prediction
 from ..model import FSSAM
 from .cache import FeatureCache
 from .evaluate import call_model
@@ -81,9 +82,8 @@ def prepare_supports(supports: Sequence[tuple[ImageLike, MaskLike]], size: int) 
 
 
 def to_mask(logits: torch.Tensor, shape: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
-    """Logits (S,S) -> bool mask at `shape`: bilinear resize (align_corners=True), sigmoid >= threshold."""
-    x = F.interpolate(logits.float()[None, None], size=shape, mode="bilinear", align_corners=True)[0, 0]
-    return (torch.sigmoid(x) >= threshold).cpu().numpy()
+    """Logits (S,S) -> bool mask at `shape`, as the evaluation thresholds (`logits_to_prediction`)."""
+    return logits_to_prediction(logits, shape, threshold).bool().cpu().numpy()
 
 
 def predict(
@@ -109,6 +109,8 @@ def predict(
         raise ValueError("size: required for a model that is not FSSAM")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold={threshold}: expected a probability in (0, 1)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: expected an integer >= 1")
     if device is None:
         params = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
         device = params.device if params is not None else "cpu"
@@ -161,14 +163,19 @@ def output_paths(queries: Sequence[Path], out: Path) -> list[Path]:
 
 def predict_files(model, supports: Sequence[tuple[Path, Path]], queries: Sequence[Path], out: str | Path,
                   threshold: float = 0.5, overlays: bool = False, **options) -> list[Path]:
-    """Write out/<stem>.png (0/255) per query and, with `overlays`, out/overlays/<stem>.png."""
+    """Write out/<stem>.png (0/255) per query and, with `overlays`, out/overlays/<stem>.png;
+    returns the mask files written (one per query, in their order)."""
     out = Path(out)
     targets = output_paths(queries, out)
     masks = predict(model, supports, queries, threshold=threshold, **options)
+    if len(masks) != len(queries):  # never report files that were not written
+        raise RuntimeError(f"predict gave {len(masks)} mask(s) for {len(queries)} query image(s)")
+    written = []
     for q, mask, target in zip(queries, masks, targets):
         save_png(mask.astype(np.uint8) * 255, target)
+        written.append(target)
         if overlays:
             save_png(overlay_mask(read_image(q), mask), out / "overlays" / target.name)
-    return targets
+    return written
 
 

@@ -1,7 +1,8 @@
 """What happens at which step: learning rate, data order, per-step seeds, validation points.
 
 Everything here is a pure function of the seed and the position in the run, so a run resumed
-from a checkpoint replays exactly what an uninterrupted run does (reference §4.4, §4.6).
+from a checkpoint replays exactly what an uninterrupted run does. The rules are the release's
+(docs/deviations.md, "Validation schedule").
 """
 from __future__ import annotations
 

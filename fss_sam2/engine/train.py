@@ -1,15 +1,17 @@
 """Training: one process, or one process per GPU under `torchrun` (DDP), resumable bit for bit.
 
-The official loop (reference §4): AdamW over the model's trainable groups, poly lr per iteration
-over epochs x iterations, Dice loss, validation at epoch ends (and mid-epoch by the configured
-rule), early stopping on val mIoU. What differs on purpose: autocast per step instead of a
-global one, no GradScaler with bf16 (W15); checkpoints hold only the trainable state (W17);
-`torchrun` env variables, the backend by device, one evaluation on rank 0 (W16).
+The release's loop: AdamW over the model's trainable groups, poly lr per iteration over
+epochs x iterations, Dice loss, validation at epoch ends (and mid-epoch by the configured
+rule), early stopping on val mIoU. What differs on purpose (docs/deviations.md): autocast per
+step instead of a global one, no GradScaler with bf16 ("Mixed precision"); checkpoints hold
+only the trainable state ("Checkpoints"); `torchrun` env variables, the backend by device, one
+evaluation on rank 0 ("Distributed training").
 
 Determinism: the data order of an epoch is a function of (seed, epoch), a sample of
 (seed, epoch, index) (TrainEpisodeDataset), and each step reseeds torch from (seed, step, rank)
 (dropout). A run stopped after any step and resumed from its last.pt therefore ends with the
-same weights as an uninterrupted run (on CPU; GPU kernels may add their own nondeterminism).
+same weights as an uninterrupted run (on CPU; GPU kernels may add their own nondeterminism;
+docs/deviations.md, "Training sampling and resume").
 
 A model (built by `model_factory(cfg.model)`) must provide
   model(query (B,3,S,S) 0..255, supports (B,K,3,S,S), support_masks (B,K,S,S)) -> logits (B,S,S)
@@ -20,6 +22,7 @@ A model (built by `model_factory(cfg.model)`) must provide
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -34,18 +37,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import to_dict
+from ..config import to_dict, with_resolved_weights
 from ..data import open_source
 from ..data.episode_dataset import TrainEpisodeDataset, collate
 from ..data.episodes import make_episodes, write_episodes_csv
 from ..model import FSSAM
 from .cache import FeatureCache
-from .checkpoint import FORMAT, RESUME_FREE, atomic_save, config_diff, load_checkpoint, rng_state, set_rng_state
+from .checkpoint import (FORMAT, RESUME_FREE, atomic_save, config_diff, load_checkpoint, require_entries, rng_state,
+                         set_rng_state)
 from .evaluate import call_model, evaluate
-from .runtime import Processes, autocast, autocast_dtype, seed_everything, setup_processes
+from .runtime import (NO_SPACE, FolderBusy, FolderLock, NoSpaceLeft, Processes, atomic_path, atomic_write,
+                      atomic_write_text, autocast, autocast_dtype, seed_everything, setup_processes)
 from .schedule import RankBatches, epoch_order, mid_epoch_batch, poly_lr, step_seed
 
 LOG_COLUMNS = ("step", "epoch", "loss", "lr", "seconds", "val_miou", "val_fb_iou")
+# what a run writes besides last.pt that a fresh run would overwrite (val_episodes.csv is a
+# function of the config and is rewritten; a log.csv without rows holds nothing)
+RUN_FILES = ("best.pt", "log.csv", "summary.json", "tensorboard")
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,22 +79,50 @@ class Progress:
 
 class CsvLog:
     """out/log.csv: a row per `log_every` steps (and at the end), one per validation, flushed.
-    On resume, rows after the checkpoint's step (work that was lost) are dropped."""
+    On resume the file is appended to; rows after the checkpoint's step (work that was lost)
+    are dropped first (the kept rows are rewritten atomically: a crash never loses them)."""
 
     def __init__(self, path: Path, resume_step: int | None):
-        rows = []
-        if resume_step is not None and path.is_file():
+        self.path = path
+        if resume_step is None:  # a fresh run (the trainer refuses a log.csv holding rows)
+            self.file = path.open("w", newline="")
+            self.writer = csv.DictWriter(self.file, LOG_COLUMNS)
+            self._guard(self.writer.writeheader)
+            return
+        rows, complete = [], False
+        if path.is_file():
             with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        self.file = path.open("w", newline="")
+                reader = csv.DictReader(f)
+                every = list(reader)
+                complete = tuple(reader.fieldnames or ()) == LOG_COLUMNS
+            fields = tuple(reader.fieldnames or ())
+            if "step" not in fields or not set(fields) <= set(LOG_COLUMNS):
+                raise ValueError(f"{path}: not a log of this trainer (columns {', '.join(fields) or 'none'}; expected "
+                                 f"{', '.join(LOG_COLUMNS)}); move it away to resume the run")
+            rows = [r for n, r in enumerate(every, 2) if _log_step(r["step"], path, n) <= resume_step]
+            complete = complete and len(rows) == len(every) and path.read_bytes().endswith(b"\n")
+        if not complete:
+            def write(f):
+                text = io.StringIO(newline="")
+                writer = csv.DictWriter(text, LOG_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+                f.write(text.getvalue().encode())
+            atomic_write(path, write)
+        self.file = path.open("a", newline="")
         self.writer = csv.DictWriter(self.file, LOG_COLUMNS)
-        self.writer.writeheader()
-        self.writer.writerows(rows)
-        self.file.flush()
+
+    def _guard(self, write: Callable, *args) -> None:
+        try:
+            write(*args)
+            self.file.flush()
+        except OSError as e:
+            if e.errno in NO_SPACE:
+                raise NoSpaceLeft(self.path, e, "the rows written before are kept") from None
+            raise
 
     def write(self, **row) -> None:
-        self.writer.writerow(row)
-        self.file.flush()
+        self._guard(self.writer.writerow, row)
 
     def close(self) -> None:
         self.file.close()
@@ -101,8 +137,8 @@ class Trainer:
         self.config = {**to_dict(cfg), "out": str(out)}
         self.dtype = autocast_dtype(procs.device, t.precision)
         ckpt = self._read_resume_checkpoint() if resume else None
-        if ckpt is None and (out / "last.pt").exists():
-            raise FileExistsError(f"{out}: already holds a run (last.pt); continue it with --resume {out} or choose another --out")
+        if ckpt is None:
+            self._refuse_earlier_run()
 
         seed_everything(t.seed)  # the frozen parts of a random-weight model must be the same on resume
         self.model = model_factory(cfg.model).to(procs.device)
@@ -138,24 +174,36 @@ class Trainer:
         self.val_cache = FeatureCache() if isinstance(self.model, FSSAM) else None
         if procs.world > 1:
             ids = [procs.device.index] if procs.device.type == "cuda" else None
-            # find_unused_parameters: some trainable heads get no gradient (reference §1.10)
+            # find_unused_parameters: some trainable heads (IoU, object score) get no gradient, as released
             self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
 
         self.show = progress and procs.main
         self.val_episodes = []
         self.log = self.board = None
         if procs.main:
-            self.val_episodes = make_episodes(self.source, d.fold, d.shot, episodes=d.val_episodes, seed=d.val_seed, split="val")
+            self.val_episodes = make_episodes(self.source, d.fold, d.shot, episodes=d.val_episodes, seed=d.val_seed,
+                                              split="val", stream=d.stream, stream_workers=d.stream_workers)
             out.mkdir(parents=True, exist_ok=True)
-            write_episodes_csv(out / "val_episodes.csv", self.val_episodes)
+            with atomic_path(out / "val_episodes.csv") as tmp:
+                write_episodes_csv(tmp, self.val_episodes)
             self.log = CsvLog(out / "log.csv", self.progress.step if ckpt is not None else None)
             if t.tensorboard:
                 self.board = _summary_writer(out / "tensorboard")
         self.start_time = time.perf_counter()
 
+    def _refuse_earlier_run(self) -> None:
+        """A fresh run never overwrites another run's files (FileExistsError naming them)."""
+        out = self.out
+        if (out / "last.pt").exists():
+            raise FileExistsError(f"{out}: already holds a run (last.pt); continue it with --resume {out} or choose another --out")
+        earlier = [name for name in RUN_FILES if (out / name).exists() and not (name == "log.csv" and _no_rows(out / name))]
+        if earlier:
+            raise FileExistsError(f"{out}: holds files of an earlier run ({', '.join(earlier)}) but no last.pt to resume "
+                                  f"from; choose another --out, or move them away to train afresh in {out}")
+
     def _read_resume_checkpoint(self) -> dict:
         path = self.out / "last.pt"
-        ckpt = load_checkpoint(path)
+        ckpt = require_entries(load_checkpoint(path), path)
         diff = config_diff(ckpt["config"], self.config, RESUME_FREE)
         if diff:
             raise ValueError(
@@ -353,8 +401,25 @@ class Trainer:
             "dataset": self.source.dataset, "synthetic": self.source.dataset == "toy",
         }
         if self.procs.main:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=1) + "\n")
         return summary
+
+
+def _log_step(value, path: Path, line: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}:{line}: step {value!r} is not an integer (a damaged log; move it away to "
+                         "resume the run)") from None
+
+
+def _no_rows(log: Path) -> bool:
+    """Whether a log.csv holds no row (a header at most)."""
+    try:
+        with log.open(newline="") as f:
+            return sum(1 for _ in f) <= 1
+    except OSError:
+        return False
 
 
 def _summary_writer(path: Path):
@@ -370,12 +435,43 @@ def train(cfg: DictConfig, model_factory: Callable, out_dir: str | Path | None =
     """Train (or, with resume, continue the run in out_dir from out_dir/last.pt); returns a summary.
 
     out_dir defaults to cfg.out. Under torchrun every process calls this; only rank 0 writes.
+    One writer per folder: rank 0 holds out_dir/.lock while the run lasts (FolderBusy, a
+    FileExistsError, when another live process holds it). A fresh run refuses a folder holding
+    another run's files (FileExistsError naming them); a resumed one appends to its log.
     """
+    cfg = with_resolved_weights(cfg)
+    out = Path(out_dir if out_dir is not None else cfg.out)
+    if out.exists() and not out.is_dir():
+        named = "out_dir" if out_dir is not None else "the config's `out`"
+        raise ValueError(f"{out}: is a file, expected the run folder ({named})")
     procs = setup_processes(cfg.train.device)
+    lock = None
     try:
-        return Trainer(cfg, model_factory, Path(out_dir if out_dir is not None else cfg.out), resume, progress, procs).run()
+        lock = _lock_run_folder(out, procs)
+        return Trainer(cfg, model_factory, out, resume, progress, procs).run()
     finally:
+        if lock is not None:
+            lock.release()
         if procs.owns_group:
             dist.destroy_process_group()
+
+
+def _lock_run_folder(out: Path, procs: Processes) -> FolderLock | None:
+    """Rank 0 takes out/.lock (one writer per run folder: `runtime.FolderLock`); under torchrun
+    every rank learns whether it did, so that all stop together when it could not."""
+    lock, error = None, None
+    if procs.main:
+        try:
+            lock = FolderLock(out, "fss-sam2 train").acquire()
+        except (OSError, ValueError) as e:
+            error = e
+    if procs.world > 1:
+        flag = torch.tensor([0 if error is not None else 1], device=procs.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if error is None and not flag.item():
+            raise FolderBusy(f"{out}: rank 0 could not take the run folder's lock (see its error)")
+    if error is not None:
+        raise error
+    return lock
 
 

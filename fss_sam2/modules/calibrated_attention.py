@@ -1,4 +1,4 @@
-"""Support-Calibrated Memory Attention (SCMA), reference §1.7.
+"""Support-Calibrated Memory Attention (SCMA; paper, "Support-Calibrated Memory Attention").
 
 Runs a stock ``sam2`` ``MemoryAttention`` layer by layer with its own weights: self-attention
 through ``layer._forward_sa``, then our cross-attention (same projections, heads, RoPE,
@@ -7,19 +7,32 @@ this is upstream ``MemoryAttention.forward`` op for op (bit-identical in eval mo
 
 With calibration, in every layer, after projection and RoPE (h = w = grid side, N = h*w):
   1. per support frame i, prototype p_i = masked average of its keys (as an h x w map per head)
-     under the support mask; c_i = min-max over the N query-memory keys of cos(p_i, k_q);
-     c = mean_i c_i, (B,heads,1,N);
+     under the support mask (the model's helper, which the release's SCMA lacks:
+     docs/deviations.md, "Masked average in SCMA"); c_i = min-max over the N query-memory
+     keys of cos(p_i, k_q); c = mean_i c_i, (B,heads,1,N);
   2. support keys/values are averaged over shots -> keys [mean support, query, pointers];
   3. logits A = q k^T / sqrt(d); on the query-memory block only, bias = s * min(Â + c - 1, 0)
      (Â: row-wise min-max of that block), detached, in [-s, 0];
   4. softmax, attention dropout (training), out = attn v.
 
 ``kshot_calibration``: "mean" (default) is the intended K-shot rule above. "official" is how
-the released 5-shot weights were trained (reference W2): only the first support mask reaches
-the attention, so it believes K = 1 and reads the layout [sup_1 | sup_2 | rest]: sup_1 is the
-support block (no averaging), sup_2 is calibrated as if it were the query memory, and
-supports 3..K, the real query memory and all pointers form the unbiased tail. For K = 1 the two
-modes are identical.
+the released 5-shot weights were trained (docs/deviations.md, "K-shot calibration"): only
+the first support mask reaches the attention, so it believes K = 1 and reads the layout
+[sup_1 | sup_2 | rest]: sup_1 is the support block (no averaging), sup_2 is calibrated as if
+it were the query memory, and supports 3..K, the real query memory and all pointers form the
+unbiased tail. For K = 1 the two modes are identical.
+
+``fused`` / ``fused_kernel`` (off by default; the default path is the release's explicit one and
+stays bit-identical): only the query-memory logits block A_q = q k_q^T / sqrt(d) (n x N) is
+computed, under no_grad, for the bias (it needs A_q's row-wise min-max); the bias is scattered
+into an additive float mask (B,H,n,L'), zero outside the query-memory block, and
+``F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=...)`` does steps 3-4. Equal
+to the explicit path up to rounding (fp32 on CPU: max abs difference ~1e-7 at the paper's
+shapes; tests/test_calibrated_attention.py states the tolerances), with the same gradients (the
+bias is detached in both). Attention dropout (training) draws a different mask than the
+explicit ``F.dropout`` on the probabilities: same distribution, not the same bits. When the
+softmax weights are wanted (``return_probs`` / ``return_maps``, for figures) the explicit path
+runs instead.
 """
 from __future__ import annotations
 
@@ -81,11 +94,16 @@ def support_calibrated_attention(
     bias_scale: float = 10.0,
     dropout_p: float = 0.0,
     return_probs: bool = False,
+    fused: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """SCMA kernel with S = support_mask.shape[1] support frames first, then the query frame.
 
     Returns (out (B,H,n,d), softmax weights (B,H,n,L') or None, calibration map (B,H,1,N)),
     with L' = L - (S-1)*N once the support frames are averaged.
+
+    `fused`: the calibration bias as an additive mask of `F.scaled_dot_product_attention`
+    instead of the explicit logits / softmax / `attn @ v` (equal up to rounding; see the module
+    docstring). Ignored with `return_probs` (the weights need the explicit path).
     """
     S, N = support_mask.shape[1], q.shape[-2]
     support_k = k[:, :, : S * N].unflatten(2, (S, N))  # (B,H,S,N,d)
@@ -94,6 +112,13 @@ def support_calibrated_attention(
     if S > 1:  # average support keys/values over shots -> (B,H,N + rest,d)
         k = torch.cat([support_k.mean(dim=2), k[:, :, S * N :]], dim=2)
         v = torch.cat([v[:, :, : S * N].unflatten(2, (S, N)).mean(dim=2), v[:, :, S * N :]], dim=2)
+    if fused and not return_probs:
+        with torch.no_grad():  # only the query-memory block A_q (n x N) of the logits
+            query_logits = q @ k[:, :, N : 2 * N].transpose(-2, -1) / math.sqrt(q.shape[-1])
+            bias = calibration_bias(query_logits, calib, bias_scale)  # (B,H,n,N)
+            # additive mask (B,H,n,L'): 0 on the support block and the tail, the bias between
+            mask = F.pad(bias, (N, k.shape[-2] - 2 * N)).to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None, calib
     logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B,H,n,L')
     query_block = logits[..., N : 2 * N]
     query_block += calibration_bias(query_block, calib, bias_scale)
@@ -191,9 +216,15 @@ def calibrated_memory_attention(
     bias_scale: float = 10.0,
     return_maps: bool = False,
     attention_weights: bool = False,
+    fused_kernel: bool = False,
 ):
     """FSSAM memory attention -> (N,B,256), or ((N,B,256), AttentionMaps) with return_maps
     (the maps are computed beside the output and change none of its bits).
+
+    `fused_kernel` (calibrated attention): the calibration bias as an additive mask of
+    `F.scaled_dot_product_attention` (`support_calibrated_attention(fused=True)`: equal to the
+    default explicit kernel up to rounding); with return_maps the explicit kernel runs (the
+    maps need its softmax weights).
 
     `attention_weights` (plain attention only, with return_maps): the softmax weights are
     computed explicitly, kept with their grad in `maps.weights` (for a loss on them) and used
@@ -232,7 +263,7 @@ def calibrated_memory_attention(
         dropout_p = attn.dropout_p if attn.training else 0.0
         if calibrate:
             out, probs, calib = support_calibrated_attention(
-                q, k, v, mask, bias_scale, dropout_p, return_probs=return_maps
+                q, k, v, mask, bias_scale, dropout_p, return_probs=return_maps, fused=fused_kernel
             )
             if return_maps:
                 maps.calibration.append(calib)

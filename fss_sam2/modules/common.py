@@ -1,4 +1,4 @@
-"""Small tensor helpers shared by the FSSAM modules (reference §8 constants)."""
+"""Small tensor helpers shared by the FSSAM modules, with the epsilons of the authors' code."""
 import torch
 
 MASKED_AVG_EPS = 5e-4  # official masked-average epsilon
@@ -7,7 +7,9 @@ MINMAX_EPS = 1e-7  # official min-max epsilon
 
 
 def masked_average(feat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Prototype sum(f*m) / (sum(m) + 5e-4) over the spatial dims.
+    """Prototype sum(f*m) / (sum(m) + 5e-4) over the spatial dims, for PPG, IMR and SCMA alike
+    (the release's SCMA calls a helper it never defines: docs/deviations.md, "Masked average
+    in SCMA").
 
     feat (B,C,H,W), mask (B,1,H,W) (same H,W) -> (B,C,1,1).
     """

@@ -1,9 +1,10 @@
-"""Decode the memory-conditioned query feature with SAM 2's mask decoder (reference §1.8).
+"""Decode the memory-conditioned query feature with SAM 2's mask decoder, as the release does.
 
 No prompts (one padding point, label -1; no box; no mask -> ``no_mask_embed``), three masks,
 the one with the highest predicted IoU kept, upsampled to the image size. Unlike upstream
 ``SAM2Base._forward_sam_heads`` there is no "object absent => logits = -1024" replacement:
-the object-score head never zeroes the prediction (the released FSSAM removed it too).
+the object-score head never zeroes the prediction (the release's SAM 2 copy removed it too;
+docs/deviations.md, "Stock sam2, no vendored copy").
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Mask -> SAM 2 memory: encode an image with a (soft) mask as a memory frame (reference §1.4).
+"""Mask -> SAM 2 memory: encode an image with a (soft) mask as a memory frame.
 
-Used for the support ground truth and for both query priors. Two parts, both from a stock
-``SAM2Base`` (reference §2.4 item 3):
+Used for the support ground truth and for both query priors (the paper's pseudo query
+memory). Two parts, both from a stock ``SAM2Base`` (docs/deviations.md, "Stock sam2, no
+vendored copy"):
 
 1. ``sam._use_mask_as_output`` treats the mask as SAM's output: logits 20*m - 10 at image
    size, and an object pointer from one decoder pass prompted by ``mask_downsample(m)``.
@@ -39,7 +40,7 @@ def mask_to_memory(sam, feats: ImageFeatures, mask: torch.Tensor, memory_dtype=N
 
     Runs with grad (memory encoder and, through the pointer, the mask decoder). `memory_dtype`
     (e.g. torch.bfloat16, like the official explicit cast) casts the memory features; None keeps
-    the encoder's dtype.
+    the encoder's dtype (docs/deviations.md, "Memory dtype").
     """
     b, s = feats.pix.shape[0], sam.image_size
     if mask.shape != (b, 1, s, s):

@@ -1,7 +1,7 @@
 """Memory assembly: K support memories + the query memory + their object pointers.
 
-FSSAM (reference §1.6) hands SAM 2's memory attention one memory bank per episode, laid out
-like upstream ``SAM2Base._prepare_memory_conditioned_features`` lays out K+1 conditioning
+FSSAM hands SAM 2's memory attention one memory bank per episode, as the release does, laid
+out like upstream ``SAM2Base._prepare_memory_conditioned_features`` lays out K+1 conditioning
 frames: every frame has temporal slot t_pos = 0, so every frame gets
 ``maskmem_tpos_enc[num_maskmem - 1]``; each 256-d pointer is split into 256 // 64 = 4 tokens
 of 64 with zero position (SAM 2.0 configs have no pointer tpos encoding).

@@ -1,5 +1,6 @@
-"""Iterative Memory Refinement (IMR, reference §1.5): blend the foreground-prior query memory
-into the discriminative-prior query memory where both the query and the support agree.
+"""Iterative Memory Refinement (IMR; paper, "Iterative Memory Refinement"): blend the
+foreground-prior query memory into the discriminative-prior query memory where both the
+query and the support agree.
 
 On the memory grid (h = w = image_size / 16), with F = fg_memory (M_fg), A = disc_memory (the
 discriminative-prior query memory; "ae" in the authors' code), S_k the support memories, m_k
@@ -27,8 +28,8 @@ VERSIONS = ("v1", "v2")  # v1: W as is (every released setting); v2: W min-max n
 def downsample_to_memory(x: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
     """Resize masks / priors (B,C,H,W) to the memory grid `size` (int or (h,w)).
 
-    "bilinear" (align_corners=True): soft support masks and priors for IMR (reference §1.2
-    step 7). "nearest": the support mask for the calibrated memory attention (step 9).
+    "bilinear" (align_corners=True): soft support masks and priors for IMR. "nearest": the
+    support mask for the calibrated memory attention. Both as the release resizes them.
     """
     if mode == "bilinear":
         return F.interpolate(x, size=size, mode="bilinear", align_corners=True)

@@ -1,4 +1,4 @@
-"""Pseudo Prompt Generator: DINOv2 priors for the query image (reference §1.3, §1.11).
+"""The paper's "Pseudo Prompt Generator" (PPG): DINOv2 priors for the query image.
 
 For every shot k, a frozen DINOv2 compares the query patch tokens with the support's
 foreground and background prototypes:
@@ -11,7 +11,8 @@ both upsampled to the image size, and gives two soft "pseudo prompts" for SAM 2:
     prior_fg   = fg_sim                         (foreground prior)
     prior_disc = minmax(max(fg_sim - bg_sim, 0)) (discriminative prior; "ae" in the authors' code)
 
-Normalisation is per shot (the K-shot file; identical to the 1-shot file when K = 1). The
+Normalisation is per shot, as in the release's K-shot model (its 1-shot model normalises over
+all shots, the same when K = 1). The
 model averages the K priors afterwards, not this module.
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ class PriorMaps:
     bg_tokens: torch.Tensor  # (B,K,t,t) bg_sim on the token grid
     fg: torch.Tensor  # (B,K,H,W) fg_sim at image size = the foreground prior
     bg: torch.Tensor  # (B,K,H,W) bg_sim at image size
-    disc: torch.Tensor  # (B,K,H,W) minmax(max(fg - bg, 0)) = the discriminative prior ("ae" in the authors' code)
+    disc: torch.Tensor  # (B,K,H,W) minmax(max(fg - bg, 0)) = the discriminative prior
 
     @property
     def priors(self) -> torch.Tensor:

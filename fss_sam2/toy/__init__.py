@@ -1,4 +1,4 @@
-"""The synthetic world and its stand-in foundation models (the toy profile, DESIGN.md §6).
+"""The synthetic world and its stand-in foundation models (the toy profile).
 
     world.py          procedurally generated classes, scenes and clips, written in the PASCAL layout
     sam2_standin.py   a tiny SAM 2 pretrained class-agnostically on clips (tracking)

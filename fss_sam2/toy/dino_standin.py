@@ -1,4 +1,4 @@
-"""The toy profile's stand-in for the pretrained DINOv2 (DESIGN.md §6), trained once and cached.
+"""The toy profile's stand-in for the pretrained DINOv2, trained once and cached.
 
 The tiny-toy DINOv2 learns patch features on ONE fold's base classes only: it reads just the
 fold's training list (which drops every image showing a novel class), never a val image.

@@ -1,4 +1,4 @@
-"""The toy profile's stand-in for the pretrained SAM 2 (DESIGN.md §6), trained once and cached.
+"""The toy profile's stand-in for the pretrained SAM 2, trained once and cached.
 
 No pretrained weights exist offline. The tiny-toy SAM 2 (every parameter, image encoder
 included) is pretrained the way SAM 2 is, on video and class-agnostic: in a clip, frame a's
@@ -35,7 +35,7 @@ from ..data.episode_dataset import binarise
 from ..data.sources import read_image, read_label
 from ..data.transforms import resize
 from ..engine.checkpoint import atomic_save
-from ..metrics import intersection_union, logits_to_prediction
+from ..metrics import binary_iou, foreground_iou, intersection_union, logits_to_prediction
 from ..model import FSSAM, split_features
 from .training import loss_summary, lr_factor
 from .world import NUM_TOY_CLASSES, make_clip, read_clips_meta
@@ -177,10 +177,7 @@ def _mask_losses(logits: torch.Tensor, iou_pred: torch.Tensor, score: torch.Tens
     batch = torch.arange(len(seg))
     seg = seg[batch, seg.detach().argmin(1)] if best_only else seg.mean(1)
     with torch.no_grad():
-        hard = (logits > 0).float()
-        i = (hard * t * valid).sum((2, 3))
-        u = ((hard + t - hard * t) * valid).sum((2, 3))
-        iou = torch.where(u > 0, i / u.clamp_min(1), torch.ones_like(u))  # (B,3)
+        iou = binary_iou(logits > 0, t.bool(), valid.bool())  # (B,3)
     present = ((t * valid).sum((1, 2, 3)) > 0).float()[:, None]  # (B,1)
     loss = seg.mean() + F.mse_loss(iou_pred.float(), iou) + F.binary_cross_entropy_with_logits(score.float(), present)
     return loss, iou[batch, iou_pred.detach().argmax(1)]
@@ -295,8 +292,9 @@ def evaluate_tracking(sam, root: str | Path, batch_size: int = 8, device: str | 
             fs, fq = split_features(encode_image(sam, torch.cat([sup, qry])), len(chunk))
             best = _track(model, fs, sup_m, fq)[0].logits[:, 0]  # (B,S,S)
             for b, (_, _, _, raw, gap) in enumerate(chunk):
-                (_, i), (_, u) = intersection_union(logits_to_prediction(best[b].cpu(), raw.shape), raw)
-                per_frame.append(i / u if u else 1.0)
+                pred = logits_to_prediction(best[b].cpu(), raw.shape)
+                (_, i), (_, u) = intersection_union(pred, raw)
+                per_frame.append(foreground_iou(pred, raw))
                 gaps.append(gap)
                 inter, union = inter + i, union + u
     finally:

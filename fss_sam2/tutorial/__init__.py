@@ -2,6 +2,9 @@
 
     session.py        `setup`: data, models and episodes of a profile; probes into `FSSAM.trace`
     memory_study.py   SAM 2's memory read on a video vs on a few-shot episode (notebook 02)
+    memory_reads.py   what notebook 02 shows of one memory read (IoU per frame, object attention)
+    report.py         sentences that state, from the numbers, what a run showed
+    demo.py           a small folder of your own images for notebook 09
     viz.py            figures (one style, masks as outlines)
     tables.py         the paper's tables from results files, beside the published numbers
     runs.py           the training runs the notebooks use (trained once, then reused)
@@ -9,25 +12,21 @@
 """
 from __future__ import annotations
 
-from ..constants import SYNTHETIC
-from ..toy.world import SMOKE_WORLD, TOY_WORLD, ensure_toy_world, world_settings
-from .session import (
-    EPISODE_SEED,
-    IMAGE_SIZE,
-    PROFILES,
-    Tutorial,
-    attention_mass,
-    binary_scores,
-    episode_explorer,
-    episode_grid,
-    in_colab,
-    label_on_grid,
-    setup,
-    trace,
-)
+import importlib
 
-__all__ = [
-    "EPISODE_SEED", "IMAGE_SIZE", "PROFILES", "SMOKE_WORLD", "SYNTHETIC", "TOY_WORLD", "Tutorial", "attention_mass",
-    "binary_scores", "ensure_toy_world", "episode_explorer", "episode_grid", "in_colab", "label_on_grid", "setup",
-    "trace", "world_settings",
-]
+# name -> module that defines it; loaded on first use, so that importing one room (e.g.
+# `fss_sam2.tutorial.tables`, which the toy must never reach) loads nothing else
+_EXPORTS = {
+    **dict.fromkeys(("EPISODE_SEED", "IMAGE_SIZE", "PROFILES", "Tutorial", "attention_mass", "binary_scores",
+                     "episode_explorer", "episode_grid", "in_colab", "label_on_grid", "setup", "trace"),
+                    "fss_sam2.tutorial.session"),
+    **dict.fromkeys(("SMOKE_WORLD", "TOY_WORLD", "ensure_toy_world", "world_settings"), "fss_sam2.toy.world"),
+    "SYNTHETIC": "fss_sam2.constants",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fss_sam2.tutorial' has no attribute {name!r}")

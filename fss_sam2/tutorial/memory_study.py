@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from ..data.episode_dataset import binarise, collate
 from ..data.sources import read_image, read_label
 from ..data.transforms import val_transform
-from ..metrics import intersection_union, logits_to_prediction
+from ..metrics import foreground_iou, logits_to_prediction
 from ..toy.world import NUM_TOY_CLASSES, read_clips_meta
 from .session import label_on_grid
 
@@ -138,7 +138,7 @@ def study(model, samples: Sequence[dict], batch_size: int = 16, device: str | to
         read = read_memory(model, *(batch[k].to(device) for k in ("query", "supports", "support_masks")))
         shares = attention_shares(read, batch["query_label"].to(device), batch["support_masks"].to(device))
         for b, raw in enumerate(batch["raw_label"]):
-            (_, inter), (_, union) = intersection_union(logits_to_prediction(read.logits[b].cpu(), raw.shape), raw)
-            rows.append({"cls": int(batch["cls"][b]), "iou": inter / union if union else 1.0,
+            iou = foreground_iou(logits_to_prediction(read.logits[b].cpu(), raw.shape), raw)
+            rows.append({"cls": int(batch["cls"][b]), "iou": iou,
                          **{name: float(v[b]) for name, v in shares.items()}})
     return pd.DataFrame(rows)

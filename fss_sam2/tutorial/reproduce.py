@@ -31,11 +31,31 @@ def find_notebooks(notebooks_dir: str | Path) -> list[Path]:
     return found
 
 
+# optional parameters: keyword of `notebook_parameters` -> (notebook parameter, is a path)
+OPTIONAL = {
+    "sam2_checkpoint": ("SAM2_CHECKPOINT", True),  # SAM 2.0 release file (sam2_hiera_*.pt)
+    "dino_checkpoint": ("DINO_CHECKPOINT", True),  # DINOv2 hub file (dinov2_*_pretrain.pth)
+    "checkpoint": ("CHECKPOINT", True),  # a trained FSSAM: our best.pt or the authors' best_1shot.pth
+    "naive_checkpoint": ("NAIVE_CHECKPOINT", True),  # our naive "support as memory" run (notebook 07)
+    "official_checkpoint": ("OFFICIAL_CHECKPOINT", True),  # the authors' release file (notebook 07)
+    "sam2": ("SAM2", False),  # SAM 2 size: small | base_plus | large (tiny-toy: tests)
+    "dino": ("DINO", False),  # DINOv2 size: vits14 | vitb14 | vitl14 | vitg14 (tiny-toy: tests)
+    "image_size": ("IMAGE_SIZE", False),  # the model's input side (paper: 512)
+    "workers": ("WORKERS", False),  # DataLoader processes (notebooks 06, 07)
+}
+
+
 def notebook_parameters(profile: str, out: str | Path, notebooks_dir: str | Path, smoke: bool = False,
                         device: str = "cpu", data_root: str | Path | None = None,
-                        sam2_checkpoint: str | None = None, dino_checkpoint: str | None = None) -> dict:
+                        sam2_checkpoint: str | None = None, dino_checkpoint: str | None = None,
+                        **optional) -> dict:
     """The parameters every notebook may take (absolute paths, since notebooks run in their own
-    folder). Figures go to the repository's figures/ folder, except in smoke runs (OUT/figures)."""
+    folder). Figures go to the repository's figures/ folder, except in smoke runs (OUT/figures).
+    `optional` (keys of OPTIONAL: checkpoint, naive_checkpoint, official_checkpoint, sam2, dino,
+    image_size, workers) and the two weight files become parameters only when given."""
+    unknown = set(optional) - set(OPTIONAL)
+    if unknown:
+        raise TypeError(f"notebook_parameters: unknown keyword(s) {sorted(unknown)}; expected {sorted(OPTIONAL)}")
     if profile not in ("toy", "paper"):
         raise ValueError(f"profile={profile!r}: expected 'toy' or 'paper'")
     out = Path(out).resolve()
@@ -53,17 +73,21 @@ def notebook_parameters(profile: str, out: str | Path, notebooks_dir: str | Path
         "FIGURES_DIR": str(figures),
         "SMOKE": smoke,
     }
-    if sam2_checkpoint is not None:
-        params["SAM2_CHECKPOINT"] = str(Path(sam2_checkpoint).resolve())
-    if dino_checkpoint is not None:
-        params["DINO_CHECKPOINT"] = str(Path(dino_checkpoint).resolve())
+    given = {"sam2_checkpoint": sam2_checkpoint, "dino_checkpoint": dino_checkpoint, **optional}
+    for key, value in given.items():
+        if value is not None:
+            name, is_path = OPTIONAL[key]
+            params[name] = str(Path(value).resolve()) if is_path else value
     return params
 
 
 @contextmanager
 def _package_on_path():
-    """Let the notebook kernels import this very package (also when it is not pip-installed)."""
-    root = str(Path(__file__).resolve().parents[2])
+    """Let the notebook kernels import this very package (also when it is not pip-installed): the
+    folder holding the imported `fss_sam2` (the checkout, or site-packages) goes first on PYTHONPATH."""
+    import fss_sam2
+
+    root = str(Path(fss_sam2.__file__).resolve().parents[1])
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([root, old] if old else [root])
     try:
@@ -111,11 +135,11 @@ def run_notebooks(notebooks: list[Path], out_dir: str | Path, parameters: dict, 
 
 def reproduce(profile: str = "toy", out: str | Path = "build", notebooks_dir: str | Path = "notebooks",
               smoke: bool = False, device: str = "cpu", progress: bool = True, data_root: str | Path | None = None,
-              sam2_checkpoint: str | None = None, dino_checkpoint: str | None = None) -> dict:
+              sam2_checkpoint: str | None = None, dino_checkpoint: str | None = None, **optional) -> dict:
     """Run every notebook of `notebooks_dir` with `profile` into OUT/notebooks; returns the
-    seconds each took (also in OUT/notebooks/timings.json)."""
+    seconds each took (also in OUT/notebooks/timings.json). `optional`: see `notebook_parameters`."""
     params = notebook_parameters(profile, out, notebooks_dir, smoke, device, data_root, sam2_checkpoint,
-                                 dino_checkpoint)
+                                 dino_checkpoint, **optional)
     return run_notebooks(find_notebooks(notebooks_dir), Path(out) / "notebooks", params, progress)
 
 

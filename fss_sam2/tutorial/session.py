@@ -2,11 +2,13 @@
 data, the models and model-ready episodes of a profile; a few helpers score what
 `FSSAM.trace` keeps of the forward (attention shares, IoU of soft maps).
 
-Profiles (DESIGN.md §6):
+Profiles:
   toy    the synthetic world (generated once, reused when the same world is on disk), tiny SAM 2
          / DINOv2 stand-ins pretrained on it (`fss_sam2.toy.standins`, cached), 128 px, CPU.
          Every number and figure carries the label SYNTHETIC.
-  paper  a prepared PASCAL-5i / COCO-20i root, SAM 2.0 Hiera-S + DINOv2-B/14 at 512 px.
+  paper  a prepared PASCAL-5i / COCO-20i root, SAM 2.0 Hiera-S + DINOv2-B/14 at 512 px (other
+         sizes and image sizes on request: `setup(sam2=, dino=, image_size=)`). Numbers carry
+         no label unless the weights are random (`Tutorial.tag` is then "  [random weights]").
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from ..data.episodes import Episode, draw_supports, make_episodes
 from ..data.folds import NUM_FOLDS
 from ..data.sources import ListSource
 from ..loading import load_model
+from ..metrics import binary_iou
 from ..toy import standins
 from ..toy.world import SMOKE_WORLD, TOY_WORLD, ensure_toy_world
 
@@ -73,6 +76,12 @@ class Tutorial:
         if self.weights == "random":
             tags.append("random weights")
         return ", ".join(tags)
+
+    @property
+    def tag(self) -> str:
+        """The label as a suffix for printed lines: "  [label]", or "" when there is none (real
+        data, pretrained weights), so that `print(f"mIoU 0.41{tut.tag}")` never prints `[]`."""
+        return f"  [{self.label}]" if self.label else ""
 
     def title(self, text: str) -> str:
         return f"{text}\n[{self.label}]" if self.label else text
@@ -158,10 +167,11 @@ def setup(
     fold: int = 0,
     seed: int = 0,
     checkpoint: str | None = None,
-    sam2: str = "small",
-    dino: str = "vitb14",
+    sam2: str | None = None,
+    dino: str | None = None,
     sam2_checkpoint: str | None = None,
     dino_checkpoint: str | None = None,
+    image_size: int | None = None,
     progress: bool = True,
 ) -> Tutorial:
     """Prepare a tutorial session.
@@ -170,7 +180,10 @@ def setup(
     there (`smoke`: a 160-image world, and random weights instead of pretraining the stand-ins);
     `checkpoint` may name one of our toy training checkpoints. paper: `data_root` is a prepared
     PASCAL / COCO root; weights come from `checkpoint` (ours or the authors') or the SAM 2.0 /
-    DINOv2 files. `cache_dir` (default next to data_root) holds stand-ins and episode lists.
+    DINOv2 files (`sam2` / `dino` name their sizes, None: small / vitb14; explicit files win over
+    the ones our checkpoints' configs name). `image_size`: the model's square input (None: the
+    profile's, 128 toy / 512 paper; a smaller one makes a CPU run of the paper profile possible).
+    `cache_dir` (default next to data_root) holds stand-ins and episode lists.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r}: expected one of {PROFILES}")
@@ -186,10 +199,14 @@ def setup(
         root = Path(data_root)
     source = ListSource(root)
     cache = Path(cache_dir) if cache_dir is not None else root.parent / "cache"
+    size = IMAGE_SIZE[profile] if image_size is None else int(image_size)
+    if size < 64 or size % 16:
+        raise ValueError(f"image_size={image_size}: must be a multiple of 16 and at least 64 (paper: 512)")
     return Tutorial(
-        profile=profile, device=torch.device(device), source=source, image_size=IMAGE_SIZE[profile],
+        profile=profile, device=torch.device(device), source=source, image_size=size,
         cache_dir=cache, fold=fold, seed=seed, pretrained=not smoke, checkpoint=checkpoint,
-        sam2=sam2, dino=dino, sam2_checkpoint=sam2_checkpoint, dino_checkpoint=dino_checkpoint,
+        sam2=sam2 or "small", dino=dino or "vitb14", sam2_checkpoint=sam2_checkpoint,
+        dino_checkpoint=dino_checkpoint,
     )
 
 
@@ -227,7 +244,7 @@ def binary_scores(prob: torch.Tensor, label: torch.Tensor, threshold: float = 0.
     inter = (pred & gt).flatten(1).sum(1).float()
     eps = 1e-10
     return {
-        "iou": inter / ((pred | gt).flatten(1).sum(1) + eps),
+        "iou": binary_iou(pred, gt, empty=0.0),
         "precision": inter / (pred.flatten(1).sum(1) + eps),
         "recall": inter / (gt.flatten(1).sum(1) + eps),
     }

@@ -267,8 +267,8 @@ def _table(rows: list[dict], stds: list[dict], columns: list[str], caption: str)
 
 
 def main_table(results: pd.DataFrame, dataset: str, shot: int, paper_dataset: str | None = None) -> pd.DataFrame:
-    """Table 1/2 of the paper for `dataset` and `shot`: per-fold mIoU, mean and FB-IoU (%) of the
-    peers and of FSSAM as published (from the package CSV, `source` = where each number comes
+    """The paper's main results table for `dataset` and `shot`: per-fold mIoU, mean and
+    FB-IoU (%) of the peers and of FSSAM as published (from the package CSV, `source` = where each number comes
     from), then our rows for `dataset` from `results` (`source` = MEASURED, and SYNTHETIC_NOTE
     for synthetic-world runs). Missing values are NaN (blank when formatted). The published rows
     are those of `paper_dataset` (default: `dataset`; PASCAL-5i for the toy world, whose layout
@@ -451,3 +451,6 @@ def class_bars(result: pd.Series, class_names: list[str] | None = None) -> Figur
     ax.set_title(title + (f"\n[{SYNTHETIC_NOTE}]" if result["synthetic"] else ""))
     fig.tight_layout()
     return fig
+
+
+# ---- the baseline's result file ----

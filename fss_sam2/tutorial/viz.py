@@ -410,3 +410,84 @@ def savefig(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", bbox_inches="tight")
     return path
+
+
+# ---- notebook figures: tracking, memory attention, predictions on files ----
+
+
+def frame_strip(samples: Sequence[Mapping], probs, iou, title: str | None = None) -> Figure:
+    """Memory frame + mask, then every query frame with its prediction (notebook 02).
+
+    `samples`: B samples of one clip as `memory_study.clip_pairs` gives them (`query` (3,S,S),
+    `query_label` (S,S), `supports` (1,3,S,S), `support_masks` (1,S,S), `gap`), all with the
+    same memory; `probs` (B,S,S) their predicted probabilities and `iou` (B,) their IoU
+    (`memory_reads.frame_ious`). One row of B + 1 panels, each query titled with its frame
+    number and IoU."""
+    fig, axes = plt.subplots(1, len(samples) + 1, figsize=(1.9 * (len(samples) + 1), 2.4))
+    overlay(samples[0]["supports"][0], samples[0]["support_masks"][0], ax=axes[0], title="memory: frame 0")
+    for ax, s, p, v in zip(axes[1:], samples, probs, iou):
+        overlay(s["query"], (to_map(p) > 0.5).astype(np.uint8), ax=ax, color=PRED_COLOR, outline=s["query_label"],
+                title=f"frame {s['gap']}: IoU {v:.2f}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def attention_row(axes, sample: Mapping, region, maps: Sequence, name: str) -> None:
+    """Into one row of axes (2 + layers of them): the query with its object cells, the memory
+    image with its mask, then per memory-attention layer where those cells look in the memory
+    image, each map on its own scale (notebook 02).
+
+    `sample`: `query` (3,S,S), `query_label` (S,S), `supports` (K,3,S,S), `support_masks`
+    (K,S,S) (the first shot is shown); `region` (h,w) bool, the query's object cells on the
+    memory grid, and `maps` per layer (K,h,w), their attention (`memory_reads.object_attention`)."""
+    overlay(sample["query"], heat=region.float(), ax=axes[0], outline=sample["query_label"], cmap="gray",
+            title=f"{name}: query object cells")
+    overlay(sample["supports"][0], sample["support_masks"][0], ax=axes[1], title="memory image + mask")
+    for layer, (ax, m) in enumerate(zip(axes[2:], maps), 1):
+        overlay(sample["supports"][0], heat=m[0], ax=ax, outline=sample["support_masks"][0],
+                vmax=float(m[0].max()), title=f"layer {layer} attention")
+
+
+def attention_rows(cases: Sequence[tuple], layers: int, title: str | None = None) -> Figure:
+    """One `attention_row` per case (name, sample, region, maps): len(cases) rows of 2 + `layers`
+    panels (`layers`: the memory-attention layers of the model; notebook 02)."""
+    fig, axes = plt.subplots(len(cases), 2 + layers, figsize=(2.2 * (2 + layers), 2.4 * len(cases)), squeeze=False)
+    for row, (name, s, region, maps) in zip(axes, cases):
+        attention_row(row, s, region, maps, name)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_predictions(supports: Sequence[tuple], queries: Sequence, masks: Sequence, truth=None,
+                     title: str | None = None, size: float = 2.2) -> Figure:
+    """Supports with their masks (first row), then the queries with the predicted masks (notebook 09).
+
+    `supports`: (image path, mask path) pairs; `queries`: image paths; `masks`: one bool (H,W)
+    prediction per query, at the query's own size; `truth`: None, or a function of a query path
+    giving its bool (H,W) ground truth (outlined, and the IoU added to the title) or None."""
+    from ..data.folder import read_mask
+    from ..data.sources import read_image
+
+    cols = max(len(supports), min(len(queries), 4))
+    rows = 1 + -(-len(queries) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image, mask) in zip(axes[0], supports):
+        overlay(read_image(image), read_mask(mask).astype(np.uint8), ax=ax, title=f"support: {image.name}")
+    for ax, query, mask in zip(axes[1:].flat, queries, masks):
+        gt = truth(query) if truth else None
+        name = query.name
+        if gt is not None:
+            iou = (mask & gt).sum() / max((mask | gt).sum(), 1)
+            name += f", IoU {iou:.2f}"
+        overlay(read_image(query), mask.astype(np.uint8), ax=ax, color=PRED_COLOR,
+                outline=None if gt is None else gt.astype(np.uint8), title=name)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

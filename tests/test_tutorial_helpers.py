@@ -1,0 +1,299 @@
+"""The helpers the notebooks 02, 07 and 09 call (moved out of their cells): sentences, figures,
+the baseline's result file, what a memory read shows, the demo folder."""
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fss_sam2.baseline import write_baseline_result
+from fss_sam2.tutorial import demo, memory_reads, report, tables, viz
+from fss_sam2.tutorial.memory_study import MemoryRead
+
+S = 32
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def _titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes]
+
+
+# ---- report: the verdict and the sentences ----
+
+
+def test_relation():
+    assert report.relation(0.5, 0.4, 0.02) == "higher"
+    assert report.relation(0.4, 0.5, 0.02) == "lower"
+    assert report.relation(0.5, 0.49, 0.02) == "level"
+    assert report.relation(2.0, 0.0, 2.0) == "level"  # the tolerance itself is level
+    assert report.relation(math.nan, 0.5, 0.02) == "level"
+
+
+FSS = "few-shot episodes: fold 0, 1-shot"
+
+
+def _summary(track=0.80, empty=0.30, other=0.60, fss=0.50, ratios=(3.0, 1.5, 1.2, 1.1), with_other=True):
+    rows = {report.TRACKING: (track, ratios[0]), report.EMPTY_MEMORY: (empty, ratios[1]),
+            report.OTHER_INDIVIDUAL: (other, ratios[2]), FSS: (fss, ratios[3])}
+    if not with_other:
+        del rows[report.OTHER_INDIVIDUAL]
+    return pd.DataFrame({k: {"mean IoU": v[0], "ratio": v[1]} for k, v in rows.items()}).T
+
+
+def test_compare_settings_sentences():
+    summary = _summary()
+    assert report.compare_settings(summary, report.TRACKING, FSS, "mean IoU") == (
+        "mean IoU 0.80 with a memory from 'tracking: same individual' is higher than 0.50 with "
+        "'few-shot episodes: fold 0, 1-shot'")
+    assert report.compare_settings(summary, FSS, report.TRACKING, "ratio") == (
+        "ratio 1.10 with a memory from 'few-shot episodes: fold 0, 1-shot' is lower than 3.00 with "
+        "'tracking: same individual'")
+    level = _summary(fss=0.79)
+    assert " is about the same as 0.79 " in report.compare_settings(level, report.TRACKING, FSS, "mean IoU")
+
+
+def test_memory_findings_reads_memory():
+    text = report.memory_findings(_summary(), FSS)
+    assert text == (
+        "Measured:\n"
+        "- mean IoU 0.80 with a memory from 'tracking: same individual' is higher than 0.50 with "
+        "'few-shot episodes: fold 0, 1-shot';\n"
+        "- mean IoU 0.80 with a memory from 'tracking: same individual' is higher than 0.30 with "
+        "'tracking: empty memory mask';\n"
+        "- mean IoU 0.80 with a memory from 'tracking: same individual' is higher than 0.60 with "
+        "'clips: another individual, same class';\n"
+        "- ratio 3.00 with a memory from 'tracking: same individual' is higher than 1.10 with "
+        "'few-shot episodes: fold 0, 1-shot'.\n"
+        "So this SAM 2 reads its memory: emptying the memory mask costs IoU.")
+    assert report.reads_memory(_summary())
+
+
+def test_memory_findings_ignores_memory_and_no_clips():
+    summary = _summary(empty=0.79, with_other=False)  # emptying the mask costs 0.01 only
+    assert not report.reads_memory(summary)
+    text = report.memory_findings(summary, FSS)
+    assert text.count("\n- ") == 3 and "another individual" not in text
+    assert "\nSo this SAM 2 does NOT read its memory (emptying the mask changes nothing)" in text
+    only = pd.DataFrame({FSS: {"mean IoU": 0.4567, "ratio": 1.0}}).T
+    assert report.memory_findings(only, FSS) == (
+        "Measured: mean IoU 0.46 on few-shot episodes (no clips to compare).")
+
+
+NAIVE, PRIORS = "SAM 2 (support as memory)", "priors only"
+
+
+def test_compare_methods():
+    miou = pd.Series({"FSSAM": 60.04, NAIVE: 50.0, PRIORS: 59.0, "colour-prototype baseline": 61.0})
+    std = pd.Series({"FSSAM": 1.0, NAIVE: 2.0, PRIORS: math.nan, "colour-prototype baseline": math.nan})
+    assert report.compare_methods(miou, std, NAIVE) == (
+        "beats SAM 2 (support as memory): 60.0 vs 50.0 mIoU (+10.0 points, more than twice the seed std)")
+    assert report.compare_methods(miou, std, PRIORS) == (
+        "is level with priors only: 60.0 vs 59.0 mIoU (+1.0 points, within twice the seed std of 1.0)")
+    one_seed = std * math.nan
+    assert report.compare_methods(miou, one_seed, "colour-prototype baseline") == (
+        "does not beat colour-prototype baseline: 60.0 vs 61.0 mIoU (-1.0 points)")
+    same = pd.Series({"FSSAM": 40.0, NAIVE: 40.0})
+    assert report.compare_methods(same, same * math.nan, NAIVE) == (
+        "does not beat SAM 2 (support as memory): 40.0 vs 40.0 mIoU (+0.0 points)")  # no "-0.0", no level band
+    assert report.compare_methods(miou, std, "FSSAM w/o IMR") == (
+        "cannot be compared with 'FSSAM w/o IMR' (not evaluated)")
+
+
+def test_ablation_findings():
+    miou = {"FSSAM w/o IMR": 55.0, "FSSAM w/o IMR, SCMA": 52.34}
+    assert report.ablation_changes(miou, 57.5) == {"IMR": -2.5, "IMR and SCMA": -5.2}
+    assert report.ablation_findings(miou, 57.5, 321) == [
+        "Removing IMR changes the mIoU by -2.5 points (seed 321: 57.5 -> 55.0).",
+        "Removing IMR and SCMA changes the mIoU by -5.2 points (seed 321: 57.5 -> 52.3).",
+    ]
+    nothing = report.ablation_findings({"FSSAM w/o IMR": 57.5, "FSSAM w/o SCMA": 57.52}, 57.5, 1)
+    assert nothing[:2] == ["Removing IMR changes the mIoU by +0.0 points (seed 1: 57.5 -> 57.5).",
+                           "Removing SCMA changes the mIoU by +0.0 points (seed 1: 57.5 -> 57.5)."]
+    assert len(nothing) == 3 and "does not use its query memory" in nothing[2]
+    assert report.ablation_findings({}, 57.5, 1) == []
+
+
+# ---- the baseline's result file ----
+
+
+def test_write_baseline_result_is_read_back(tmp_path):
+    r0 = {"miou": 0.5, "fb_iou": 0.7, "per_class": {1: 0.4, 2: 0.6}, "episodes": 4}
+    r1 = {"miou": 0.3, "fb_iou": 0.5, "per_class": {6: 0.3}, "episodes": 4}
+    path = tmp_path / "baseline" / "results.json"
+    record = write_baseline_result(path, {0: r0, 1: r1}, dataset="toy", shot=1, synthetic=True)
+    data = json.loads(path.read_text())
+    assert record["miou"] == data["miou"]
+    assert path.read_text().endswith("}\n")
+    assert data["model"] == "colour-prototype baseline" and data["folds"]["1"]["miou"] == 0.3
+    assert data["miou"] == pytest.approx(0.4) and data["fb_iou"] == pytest.approx(0.6)
+    rows = tables.read_result(path)
+    assert [(r["method"], r["fold"], r["shot"], r["backbone"]) for r in rows] == [
+        ("colour-prototype baseline", 0, 1, "none"), ("colour-prototype baseline", 1, 1, "none")]
+    assert rows[0]["mIoU"] == pytest.approx(50.0) and rows[0]["per_class"] == {1: 40.0, 2: 60.0}
+    assert rows[0]["synthetic"] and rows[0]["num_refine"] is None
+    with pytest.raises(ValueError, match="no fold"):
+        write_baseline_result(tmp_path / "x.json", {}, dataset="toy", shot=1, synthetic=True)
+
+
+# ---- memory reads (notebook 02) and the demo folder (notebook 09) ----
+
+
+def _sample(k: int = 1, seed: int = 0, gap: int = 1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    label = torch.zeros(S, S, dtype=torch.long)
+    label[8:24, 8:24] = 1
+    return {"query": torch.rand(3, S, S, generator=g) * 255, "query_label": label,
+            "supports": torch.rand(k, 3, S, S, generator=g) * 255, "support_masks": label.expand(k, S, S).clone(),
+            "cls": 1, "gap": gap}
+
+
+def test_stack():
+    query, supports, masks = memory_reads.stack([_sample(2, 0), _sample(2, 1)])
+    assert query.shape == (2, 3, S, S) and supports.shape == (2, 2, 3, S, S) and masks.shape == (2, 2, S, S)
+    assert torch.equal(supports[1], _sample(2, 1)["supports"])
+
+
+class _FakeSource:
+    """Two novel classes of fold 0 with 8 val images each, one more class with one image."""
+
+    root = "fake"
+
+    def __init__(self):
+        self.items = {c: [SimpleNamespace(image=f"JPEGImages/img_{c}_{i}.jpg", cls=c) for i in range(n)]
+                      for c, n in ((3, 8), (4, 8), (5, 1))}
+
+    def novel(self, fold):
+        return [5, 3, 4]  # class 5 has too few images
+
+    def fold_list(self, split, fold):
+        return SimpleNamespace(by_class=self.items)
+
+    def load_image(self, item):
+        return np.full((20, 30, 3), 10 * item.cls, np.uint8)
+
+    def load_label(self, item):
+        label = np.zeros((20, 30), np.uint8)
+        label[5:15, 5:15] = item.cls
+        label[4, 5:15] = 255  # the ignore band: background in the demo masks
+        return label
+
+
+def test_write_demo(tmp_path):
+    tut = SimpleNamespace(source=_FakeSource(), class_name=lambda c: f"class{c}")
+    out = tmp_path / "demo"
+    (out / "stale").mkdir(parents=True)
+    cls, supports = demo.write_demo(tut, out, fold=0, shot=2, queries=3)
+    assert cls == 3 and not (out / "stale").exists()
+    assert supports == [(out / "support" / "example_1.jpg", out / "support" / "example_1_mask.png"),
+                        (out / "support" / "example_2.jpg", out / "support" / "example_2_mask.png")]
+    assert sorted(p.name for p in (out / "queries").iterdir()) == ["img_3_2.jpg", "img_3_3.png", "img_3_4.jpg"]
+    assert len(list((out / "truth").iterdir())) == 3
+    assert sorted(p.name for p in (out / "classes").iterdir()) == ["class3", "class4"]
+    assert len(list((out / "classes" / "class4").iterdir())) == 16  # 8 images + 8 masks
+    mask = np.asarray(Image.open(out / "support" / "example_1_mask.png"))
+    assert mask.shape == (20, 30) and set(np.unique(mask)) == {0, 255} and (mask == 255).sum() == 100
+    with pytest.raises(ValueError, match="no novel class of fold 0 has 9 val images"):
+        demo.write_demo(tut, out, fold=0, shot=8)
+
+
+# ---- viz: the notebook figures ----
+
+
+def _clip_and_read():
+    clip = [_sample(seed=i, gap=i + 1) for i in range(3)]
+    logits = torch.full((3, S, S), -10.0)
+    logits[0, 8:24, 8:24] = 10.0  # frame 1: exactly the object
+    logits[1, 8:24, 8:16] = 10.0  # frame 2: half of it
+    return clip, MemoryRead(logits, [], 1, (4, 4))
+
+
+def test_frame_ious():
+    clip, read = _clip_and_read()
+    probs, iou = memory_reads.frame_ious(clip, read)
+    assert probs.shape == (3, S, S) and probs.min() > 0 and probs.max() < 1
+    assert iou.tolist() == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_frame_strip():
+    clip, read = _clip_and_read()
+    fig = viz.frame_strip(clip, *memory_reads.frame_ious(clip, read), "clip")
+    assert len(fig.axes) == 4
+    assert _titles(fig) == ["memory: frame 0", "frame 1: IoU 1.00", "frame 2: IoU 0.50", "frame 3: IoU 0.00"]
+    assert fig._suptitle.get_text() == "clip"
+    shown = fig.axes[2].images[1].get_array()  # frame 2's predicted mask, filled where p > 0.5
+    assert shown[..., 3].astype(bool).sum() == 16 * 8
+
+
+class _NaiveModel:
+    """What `read_memory` needs of `FSSAM(query_memory=False)`: a trace with logits, the query
+    features' grid and the memory-attention weights (here 2 layers, 2 heads, fixed)."""
+
+    query_memory = False
+
+    def __init__(self, grid=(4, 4), layers=2):
+        self.grid, self.layers = grid, layers
+
+    def trace(self, query, supports, support_masks):
+        b, k = supports.shape[:2]
+        n = self.grid[0] * self.grid[1]
+        weights = [torch.softmax(torch.randn(b, 2, n, k * n + 4 * k, generator=torch.Generator().manual_seed(i)), -1)
+                   for i in range(self.layers)]  # (B,heads,n,K*n + 4K pointers)
+        return SimpleNamespace(logits=torch.zeros(b, *query.shape[-2:]), attention=SimpleNamespace(weights=weights),
+                               query_features=SimpleNamespace(pix=torch.zeros(b, 1, *self.grid)))
+
+
+def test_object_attention():
+    region, maps = memory_reads.object_attention(_NaiveModel(), _sample())
+    # the object (pixels 8..23) on a 4x4 grid of 8-pixel cells, nearest: cells 1 and 2
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[1:3, 1:3] = True
+    assert torch.equal(region, expected)
+    assert len(maps) == 2 and maps[0].shape == (1, 4, 4)
+    assert float(maps[0].sum()) < 1  # the rest of the attention goes to the pointers
+    empty = {**_sample(), "query_label": torch.zeros(S, S, dtype=torch.long)}
+    assert memory_reads.object_attention(_NaiveModel(), empty)[0].all()  # no object: every cell
+
+
+def test_attention_rows():
+    model = _NaiveModel()
+    empty = {**_sample(seed=1), "query_label": torch.zeros(S, S, dtype=torch.long)}
+    cases = [(name, s, *memory_reads.object_attention(model, s)) for name, s in (("tracking", _sample()),
+                                                                                 ("few-shot", empty))]
+    fig = viz.attention_rows(cases, layers=2, title="attention")
+    assert len(fig.axes) == 2 * 4
+    assert _titles(fig) == ["tracking: query object cells", "memory image + mask", "layer 1 attention",
+                            "layer 2 attention", "few-shot: query object cells", "memory image + mask",
+                            "layer 1 attention", "layer 2 attention"]
+    heat = fig.axes[2].images[-1]  # layer 1's map over the memory image, on its own scale
+    assert heat.get_array().shape == (4, 4) and heat.get_clim()[1] == pytest.approx(float(heat.get_array().max()))
+
+
+def test_show_predictions(tmp_path):
+    mask = np.zeros((10, 10), np.uint8)
+    mask[:5] = 255
+    files = []
+    for name in ("s1", "q1", "q2", "q3"):
+        Image.fromarray(np.full((10, 10, 3), 128, np.uint8)).save(tmp_path / f"{name}.jpg")
+        Image.fromarray(mask).save(tmp_path / f"{name}.png")
+        files.append(tmp_path / f"{name}.jpg")
+    supports, queries = [(files[0], tmp_path / "s1.png")], files[1:]
+    pred = np.zeros((10, 10), bool)
+    pred[:5, :5] = True  # half of the ground truth
+    truth = {"q1": mask == 255, "q2": None}
+    fig = viz.show_predictions(supports, queries, [pred] * 3, truth=lambda q: truth.get(q.stem), title="mine")
+    assert len(fig.axes) == 2 * 3  # a row of supports, then the queries, 3 a row
+    assert _titles(fig) == ["support: s1.jpg", "", "", "q1.jpg, IoU 0.50", "q2.jpg", "q3.jpg"]
+    assert len(viz.show_predictions(supports, queries[:1], [pred]).axes) == 2
