@@ -157,26 +157,14 @@ def atomic_write(path: str | Path, write: Callable, *, shared: bool = False, dur
 
     A write that runs out of space (disk full, file-size limit, quota) raises `NoSpaceLeft`
     naming `path`, with `path` as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp" if shared else ".tmp"
-    tmp = path.with_name(f".{path.name}{suffix}")
-    try:
+    with atomic_path(path, shared=shared) as tmp:
         with open(tmp, "wb") as f:
             write(f)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        cause = no_space_cause(e)
-        if cause is not None:
-            kept = "the previous file is unchanged" if path.exists() else "nothing was written"
-            raise NoSpaceLeft(path, cause, kept) from None
-        raise
     if durable:
-        folder = os.open(path.parent, os.O_RDONLY)
+        folder = os.open(Path(path).parent, os.O_RDONLY)
         try:
             os.fsync(folder)
         finally:
@@ -184,13 +172,14 @@ def atomic_write(path: str | Path, write: Callable, *, shared: bool = False, dur
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path):
+def atomic_path(path: str | Path, shared: bool = False):
     """`atomic_write` for writers that take a file name: yields a temporary path next to `path`,
     renamed over `path` when the block ends without an error (else removed, `path` as it was;
-    `NoSpaceLeft` naming `path` when the disk is full)."""
+    `NoSpaceLeft` naming `path` when the disk is full). `shared` as in `atomic_write`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    suffix = f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp" if shared else ".tmp"
+    tmp = path.with_name(f".{path.name}{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
