@@ -116,3 +116,9 @@ def output_file(text: str) -> str:
     if blocked is not None:
         raise argparse.ArgumentTypeError(f"{text}: cannot be created, {blocked} is a file")
     return text
+
+
+def add_overrides(parser, example: str) -> None:
+    """`--set KEY=VALUE ...` (repeatable): config overrides, as `fss_sam2.config.load_config` takes them."""
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help=f"config overrides, e.g. {example}")

@@ -55,10 +55,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the post-encoder model")
     p.add_argument("--overlays", type=arg.nonnegative_int, default=0, metavar="K",
                    help="write PNG overlays of the first K episodes")
-    p.add_argument(
-        "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-        help="config overrides, e.g. root=data/pascal or model.num_refine=0",
-    )
+    arg.add_overrides(p, "root=data/pascal or model.num_refine=0")
     p.add_argument("--out", required=True, type=arg.output_folder, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate_command)

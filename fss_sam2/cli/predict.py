@@ -42,8 +42,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--overlay", action="store_true", help="also write out/overlays/<stem>.png")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--batch", type=arg.positive_int, default=4, help="query images per batch")
-    p.add_argument(
-        "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-        help="config overrides, e.g. model.sam2_checkpoint=pretrained/sam2_hiera_small.pt (frozen weights that moved)",
-    )
+    arg.add_overrides(p, "model.sam2_checkpoint=pretrained/sam2_hiera_small.pt (frozen weights that moved)")
     p.set_defaults(func=_predict_command)

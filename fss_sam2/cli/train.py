@@ -42,10 +42,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--config", help="YAML config: a file, or a packaged config by name (e.g. toy, pascal_fold0_small_1shot); "
                                      "optional with --resume (the run's own config)")
-    p.add_argument(
-        "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-        help="config overrides, e.g. train.max_steps=20; a key found in one section only may be short: max_steps=20",
-    )
+    arg.add_overrides(p, "train.max_steps=20; a key found in one section only may be short: max_steps=20")
     p.add_argument("--resume", metavar="DIR", type=arg.output_folder, help="continue the run in DIR from DIR/last.pt")
     p.add_argument("--out", type=arg.output_folder, help="output folder (default: the config's `out`; with --resume: DIR)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
