@@ -26,12 +26,18 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps dinov2==0.0.1.dev2
 	touch $@
 
+# The same toy numbers on every x86-64 machine: PyTorch picks its CPU kernels (ATen, oneDNN) by
+# the CPU's instruction set and splits reductions by thread count, and both change the float
+# rounding (measured: AVX512 vs AVX2 kernels, 1 vs 2 threads each give other logits). The demo
+# pins one code path and two threads; README, "Reproducible toy numbers".
+PINNED := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 OMP_NUM_THREADS=2
+
 # the synthetic world, the colour baseline, then every notebook on the toy profile (build/notebooks,
 # timings.json there); the toy stand-ins are pretrained on the first run and cached in build/cache
 demo: $(STAMP)
-	$(BIN)/fss-sam2 data toy --out $(BUILD)/toy --seed 0 --quiet
-	$(BIN)/fss-sam2 baseline --dataset toy --root $(BUILD)/toy --episodes 1000 --out $(BUILD)/results/baseline --quiet
-	$(BIN)/fss-sam2 reproduce --profile toy --out $(BUILD)
+	$(PINNED) $(BIN)/fss-sam2 data toy --out $(BUILD)/toy --seed 0 --quiet
+	$(PINNED) $(BIN)/fss-sam2 baseline --dataset toy --root $(BUILD)/toy --episodes 1000 --out $(BUILD)/results/baseline --quiet
+	$(PINNED) $(BIN)/fss-sam2 reproduce --profile toy --out $(BUILD)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

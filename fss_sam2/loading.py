@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -11,12 +10,10 @@ import torch
 from .backbones.dinov2 import build_dinov2
 from .backbones.sam2_checkpoint import load_checkpoint_file, unwrap_state_dict
 from .backbones.sam2_model import build_sam2_model
-from .config import ModelConfig, parse_overrides, to_dict
+from .config import parse_overrides, to_dict
+from .methods import BACKBONE_KEYS, SWITCHES
 from .model import FSSAM
 
-BACKBONE_KEYS = ("sam2", "dino", "sam2_checkpoint", "dino_checkpoint")
-# config `model:` keys that are FSSAM switches (see FSSAM's docstring): the rest of the schema
-SWITCHES = tuple(f.name for f in fields(ModelConfig) if f.name not in BACKBONE_KEYS)
 OURS = "fss-sam2/"  # prefix of our checkpoints' `format` entry
 
 
@@ -118,6 +115,17 @@ def load_checkpoint_model(checkpoint, cfg=None, overrides: Sequence[str] = (), d
         warnings.warn(f"{path}: trained on fold {trained['fold']}, evaluated on fold {cfg.data.fold}, whose novel "
                       "classes it saw in training")
     return model, kind
+
+
+def training_record(checkpoint) -> dict:
+    """{"trained_shot", "training_seed"} of a checkpoint: its config's data.shot and train.seed
+    for ours; None for the authors' release files, which do not record them."""
+    path = str(checkpoint)
+    ckpt = load_checkpoint_file(path)
+    if checkpoint_kind(ckpt, path) == "official":
+        return {"trained_shot": None, "training_seed": None}
+    config = ckpt["config"]
+    return {"trained_shot": int(config["data"]["shot"]), "training_seed": int(config["train"]["seed"])}
 
 
 def fssam_factory(image_size: int) -> Callable:

@@ -7,6 +7,8 @@ the pixels whose label is not 255. Then
   FB-IoU = mean of  sum_{all episodes} I_bg / sum U_bg  and  sum I_fg / sum U_fg
   pIoU   = the foreground term of FB-IoU alone.
 Counts are integers, so the result does not depend on the order or batching of episodes.
+The meter also keeps every episode's counts (`FssMeter.episodes`), which the bootstrap intervals
+of `fss_sam2.stats` resample.
 """
 from __future__ import annotations
 
@@ -72,6 +74,13 @@ def binary_iou(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | N
     return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(union, empty))
 
 
+def summed_iou(inter, union) -> np.ndarray:
+    """IoU of accumulated counts, I / (U + 1e-10), elementwise (...) -> (...) float64: per class
+    from its sums of I_fg and U_fg (a class without episodes scores 0 / 1e-10 = 0; the mean over
+    the classes is the mIoU), or of the background and foreground sums (their mean: FB-IoU)."""
+    return np.asarray(inter, dtype=np.float64) / (np.asarray(union, dtype=np.float64) + EPS)
+
+
 class FssMeter:
     """Accumulates episodes of the given classes (the fold's novel classes)."""
 
@@ -84,6 +93,7 @@ class FssMeter:
         self.count = {c: 0 for c in self.classes}  # class -> episodes
         self.fb_inter = [0, 0]  # sum over episodes of (I_bg, I_fg)
         self.fb_union = [0, 0]
+        self.episodes: list[tuple[int, int, int, int, int]] = []  # per update: cls, I_bg, I_fg, U_bg, U_fg
 
     def update(self, pred, label, cls: int) -> None:
         """One episode: binary prediction and {0,1,255} label of the same (H,W), its class."""
@@ -94,24 +104,26 @@ class FssMeter:
         self.inter[cls] += inter[1]
         self.union[cls] += union[1]
         self.count[cls] += 1
+        self.episodes.append((cls, *inter, *union))
         for i in (0, 1):
             self.fb_inter[i] += inter[i]
             self.fb_union[i] += union[i]
 
     def running_miou(self) -> float:
         """mIoU over the classes seen so far (for progress bars; 0 before any episode)."""
-        seen = [self.inter[c] / (self.union[c] + EPS) for c in self.classes if self.count[c]]
-        return float(np.mean(seen)) if seen else 0.0
+        seen = [c for c in self.classes if self.count[c]]
+        return float(summed_iou([self.inter[c] for c in seen], [self.union[c] for c in seen]).mean()) if seen else 0.0
 
     def compute(self) -> dict:
         """miou, fb_iou, piou, per_class {cls: iou}, episodes; fractions in [0, 1]."""
         unseen = [c for c in self.classes if not self.count[c]]
         if unseen and any(self.count.values()):
             warnings.warn(f"classes {unseen} have no episodes; they count 0 in the mIoU (official rule)")
-        per_class = {c: self.inter[c] / (self.union[c] + EPS) for c in self.classes}
+        iou = summed_iou([self.inter[c] for c in self.classes], [self.union[c] for c in self.classes])  # (C,)
+        per_class = {c: float(v) for c, v in zip(self.classes, iou)}
         bg, fg = (self.fb_inter[i] / (self.fb_union[i] + EPS) for i in (0, 1))
         return {
-            "miou": float(np.mean(list(per_class.values()))),
+            "miou": float(iou.mean()),
             "fb_iou": (bg + fg) / 2,
             "piou": fg,
             "per_class": per_class,

@@ -108,7 +108,7 @@ def naive_memory_attention(ma, curr, curr_pos, memory, memory_pos, n_ptr, mask):
         q = heads(attn.q_proj(layer.norm2(x)))
         k = heads(attn.k_proj(keys))
         v = heads(attn.v_proj(mem))
-        L, n = k.shape[2], q.shape[2]
+        L = k.shape[2]
         q, k_rot = apply_rotary_enc(q, k[:, :, :L - n_ptr], attn.freqs_cis, repeat_freqs_k=True)
         k = torch.cat([k_rot, k[:, :, L - n_ptr:]], dim=2)
         out, _ = naive_kernel(q, k, v, mask)

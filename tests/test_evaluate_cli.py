@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import fss_sam2
+from fss_sam2 import stats
 from fss_sam2.cli import main
 from fss_sam2.config import load_config
 from fss_sam2.data.episodes import make_episodes, read_episodes_csv
@@ -63,6 +64,16 @@ def test_evaluate_writes_the_protocol_results(root, checkpoint, tmp_path, capsys
     assert r["std"]["fb_iou"] == pytest.approx(np.std([s["fb_iou"] for s in r["seeds"]], ddof=1))
     assert set(r["per_class"]) == {"1", "2"}  # fold 0's novel classes
     assert 0 < r["fb_iou"] < 1
+    # the model as evaluated, what its weights were trained with, and the interval of the first seed
+    assert (r["method"], r["num_refine"], r["calibrate"], r["query_memory"]) == ("FSSAM", 3, True, True)
+    assert (r["trained_shot"], r["training_seed"], r["ci95_seed"], r["ci95_resamples"]) == (1, 321, 321, 1000)
+    assert all(0 <= v <= 1 for v in r["miou_ci95"] + r["fb_iou_ci95"]) and r["miou_ci95"][0] <= r["miou_ci95"][1]
+    rows = (out / r["episode_scores"]).read_text().splitlines()
+    assert len(rows) == 1 + 2 * 8 and rows[0].startswith("seed,index,query,class,supports,intersection,union")
+    first = stats.load_episode_scores(out)  # seed 321's rows give its numbers back, exactly
+    assert first.episodes == tuple(read_episodes_csv(out / "episodes.csv"))
+    assert stats.weighted_scores(first, np.ones((1, 8)))["miou"][0] == r["seeds"][0]["miou"]
+    assert stats.bootstrap_ci95(first) == {"miou": r["miou_ci95"], "fb_iou": r["fb_iou_ci95"]}
     source = ListSource(root)
     for seed in (321, 5):
         assert read_episodes_csv(out / f"episodes_seed{seed}.csv") == make_episodes(source, 0, 1, episodes=8, seed=seed)
@@ -96,6 +107,18 @@ def test_authors_checkpoint_gives_the_same_numbers(root, checkpoint, tmp_path):
         results[name] = json.loads((tmp_path / name / "results.json").read_text())
     assert results["official"]["checkpoint_kind"] == "official"
     assert scores(results["official"]) == scores(results["ours"])
+    assert (results["official"]["trained_shot"], results["official"]["training_seed"]) == (None, None)  # not recorded
+    assert stats.paired_miou_difference(tmp_path / "ours", tmp_path / "official")["ci95"] == [0.0, 0.0]
+
+
+def test_an_inference_switch_names_the_method(root, checkpoint, tmp_path):
+    cfg = load_config(CONFIG, overrides(root))
+    full = evaluate_checkpoint(cfg, checkpoint, tmp_path / "full", episodes=6, progress=False)
+    off = evaluate_checkpoint(cfg, checkpoint, tmp_path / "no_scma", episodes=6, overrides=["model.calibrate=false"],
+                              progress=False)
+    assert (full["method"], off["method"], off["calibrate"]) == ("FSSAM", "FSSAM w/o SCMA", False)
+    d = stats.paired_miou_difference(tmp_path / "full", tmp_path / "no_scma")
+    assert d["delta"] == pytest.approx(full["miou"] - off["miou"], abs=1e-12) and d["episodes"] == 6
 
 
 def test_compile_wraps_the_post_encoder(root, checkpoint, tmp_path, monkeypatch, capsys):

@@ -45,6 +45,8 @@ def test_meter_by_hand():
     assert out["fb_iou"] == pytest.approx((3 / 6 + 4 / 7) / 2)
     assert out["episodes"] == 3
     assert meter.running_miou() == pytest.approx((0.5 + 2 / 3) / 2)  # seen classes only
+    # every episode's counts, in order (what the bootstrap intervals resample): cls, I_bg, I_fg, U_bg, U_fg
+    assert meter.episodes == [(1, 2, 1, 4, 3), (2, 0, 2, 1, 3), (1, 1, 1, 1, 1)]
 
 
 def test_ignore_pixels_do_not_count():

@@ -192,11 +192,11 @@ def test_model_uses_the_toy_standins(tut, tmp_path, monkeypatch):
     torch.save(sam.state_dict(), paths["sam2"])
     torch.save(dino.state_dict(), paths["dino"])
     calls = []
-    monkeypatch.setattr(standins, "ensure_toy_standins", lambda root, cache_dir, fold=0, seed=0, device="cpu": calls.append(
-        (root, cache_dir, fold, device)) or paths)
+    monkeypatch.setattr(standins, "ensure_toy_standins", lambda root, cache_dir, seed=0, device="cpu": calls.append(
+        (root, cache_dir, device)) or paths)
     monkeypatch.setattr(tut, "pretrained", True)
     model = tut.model()
-    assert calls == [(tut.source.root, tut.cache_dir, 0, tut.device)]
+    assert calls == [(tut.source.root, tut.cache_dir, tut.device)]
     assert tut.weights == "pretrained" and tut.label == SYNTHETIC
     loaded_sam, loaded_dino = model.sam2.state_dict(), model.prompt_generator.dino.state_dict()
     assert all(torch.equal(loaded_sam[k], v) for k, v in sam.state_dict().items())

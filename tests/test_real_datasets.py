@@ -14,7 +14,6 @@ from fixtures_real import MIN_PIXELS, palette, write_coco, write_folder, write_v
 from fss_sam2.data.check import check_dataset, summary
 from fss_sam2.data.coco import build_coco
 from fss_sam2.data.folder import FolderSource
-from fss_sam2.data.lists import Item
 from fss_sam2.data.pascal import build_pascal, voc_palette
 from fss_sam2.data.sources import ListSource, read_label
 

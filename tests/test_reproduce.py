@@ -61,13 +61,13 @@ def test_runs_in_order_with_declared_parameters(notebooks, tmp_path):
     assert "SMOKE = True" in injected and "DATA_ROOT" not in injected and "DEVICE" not in injected
 
 
-def test_a_failing_cell_names_the_notebook(notebooks, tmp_path):
+def test_a_failing_cell_names_the_notebook(notebooks, tmp_path):  # smoke: no grid first (tests/test_grid.py)
     _notebook(notebooks / "01_first.ipynb", 'PROFILE = "x"', 'raise RuntimeError("boom")')
     out = tmp_path / "build"
     with pytest.raises(rp.NotebookFailed, match=r"01_first\.ipynb failed in cell .*RuntimeError: boom"):
-        rp.reproduce("toy", out=out, notebooks_dir=notebooks, progress=False)
+        rp.reproduce("toy", out=out, notebooks_dir=notebooks, smoke=True, progress=False)
     assert not (out / "notebooks" / "02_second.ipynb").exists()  # stopped at the failure
-    assert main(["reproduce", "--out", str(out), "--notebooks", str(notebooks), "--quiet"]) == 1
+    assert main(["reproduce", "--smoke", "--out", str(out), "--notebooks", str(notebooks), "--quiet"]) == 1
 
 
 def test_parameters_of_the_profiles(tmp_path):

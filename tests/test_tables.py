@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from fss_sam2.methods import method_name
 from fss_sam2.tutorial import tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +88,7 @@ def test_paper_numbers_are_the_shipped_csv():
 def test_collect_results_rows(results_dir):
     df = tables.collect_results(results_dir)
     assert len(df) == 10 and set(tables.RESULT_COLUMNS) == set(df.columns)
+    assert math.isnan(df["seconds"].iloc[0]) and not isinstance(df["mIoU 95% CI"].iloc[0], list)  # older files
     toy = df[(df["dataset"] == "toy") & (df["method"] == "FSSAM")].iloc[0]
     assert toy["mIoU"] == pytest.approx(42.0) and toy["FB-IoU"] == pytest.approx(70.0)
     assert toy["synthetic"] and toy["seeds"] == 1 and math.isnan(toy["mIoU std"])
@@ -111,12 +113,12 @@ def test_collect_results_rows(results_dir):
     ({"refine_version": "v2"}, "FSSAM (IMR v2)"),
 ])
 def test_variant_labels_follow_the_switches(switches, label):
-    assert tables.variant(switches) == label
+    assert method_name(switches) == label
 
 
 def test_kshot_calibration_labels_only_kshot_runs():
-    assert tables.variant({"kshot_calibration": "official"}, shot=1) == "FSSAM"
-    assert tables.variant({"kshot_calibration": "official"}, shot=5) == "FSSAM (official 5-shot calibration)"
+    assert method_name({"kshot_calibration": "official"}, shot=1) == "FSSAM"
+    assert method_name({"kshot_calibration": "official"}, shot=5) == "FSSAM (official 5-shot calibration)"
 
 
 def test_baseline_results_file(tmp_path):
@@ -259,6 +261,82 @@ def test_figures(results_dir):
     pascal = results[results["dataset"] == "pascal"].iloc[0]
     ticks = [t.get_text() for t in tables.class_bars(pascal).axes[0].get_xticklabels()]
     assert ticks == ["aeroplane", "bicycle", "bird", "boat", "bottle"]  # fold 0 of PASCAL-5i
+
+
+# ---- intervals ----
+
+
+def _ablations(root: Path) -> Path:
+    """An ablation file as `tutorial.grid` writes it: FSSAM against two methods, training seed 321,
+    and the mean over training seeds 321 and 1."""
+    def comparison(method, delta, low, high):
+        return {"method": method, "name": "x", "delta": delta, "ci95": [low, high], "episodes": 1000,
+                "excludes_zero": not low <= 0 <= high}
+
+    record = {"dataset": "toy", "synthetic": True, "settings": [
+        {"fold": 0, "shot": 1, "training_seed": 321,
+         "comparisons": [comparison("FSSAM w/o IMR", 0.02, 0.01, 0.03),
+                         comparison("SAM 2 (support as memory)", 0.12, -0.01, 0.2)]}],
+        "across_training_seeds": [{"fold": 0, "shot": 1, "training_seeds": [321, 1],
+                                   "comparisons": [comparison("FSSAM w/o IMR", 0.01, -0.02, 0.04)]}]}
+    path = root / tables.ABLATIONS.format(dataset="toy")
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_results_table_with_intervals_and_gains(results_dir):
+    ci = {"miou_ci95": [0.40, 0.44], "fb_iou_ci95": [0.68, 0.72], "training_seed": 321, "trained_shot": 1}
+    for name in ("toy_fssam", "toy_no_imr"):
+        path = results_dir / name / "results.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | ci))
+    _write(results_dir, "toy_fssam_seed1", "toy", 0, 0.41, training_seed=1)
+    results = tables.collect_results(results_dir)
+    toy = results[results["dataset"] == "toy"]
+    fssam = toy[(toy["method"] == "FSSAM") & (toy["training seed"] == 321)].iloc[0]
+    assert fssam["mIoU 95% CI"] == pytest.approx([40.0, 44.0]) and fssam["trained shot"] == 1
+    deltas = tables.ablation_deltas(_ablations(results_dir))
+    assert list(deltas["training seeds"]) == ["321", "321", "321, 1"]
+    assert deltas[tables.GAIN].tolist() == pytest.approx([2.0, 12.0, 1.0]) and deltas["excludes 0"].tolist() == [
+        True, False, False]
+    table = tables.results_table(toy, deltas)
+    assert list(table["method"]) == ["SAM 2 (support as memory)", "priors only", "FSSAM w/o IMR, SCMA",
+                                     "FSSAM w/o SCMA", "FSSAM w/o IMR", "FSSAM", "IMR rounds = 5",
+                                     "FSSAM [training seed 1]"]
+    text = tables.formatted(table).set_index("method")
+    assert text.loc["FSSAM w/o IMR", tables.GAIN] == "+2.0"
+    assert text.loc["FSSAM w/o IMR", f"{tables.GAIN} 95% CI"] == "[1.0, 3.0]"
+    assert text.loc["FSSAM", "mIoU 95% CI"] == "[40.0, 44.0]" and text.loc["FSSAM", tables.GAIN] == ""
+    assert text.loc["priors only", "mIoU 95% CI"] == ""  # written before intervals: blank
+    assert tables.SYNTHETIC_NOTE in table.attrs["caption"]
+    main = tables.main_table(results, "toy", 1)
+    shown = tables.formatted(main[main["source"].str.startswith(tables.MEASURED)]).set_index("method")
+    assert shown.loc["FSSAM", "fold 0"] == "42.0 [40.0, 44.0]"
+    assert shown.loc["FSSAM [training seed 1]", "fold 0"] == "41.0"
+    assert shown.loc["FSSAM w/o IMR", "fold 0"] == "40.0 [40.0, 44.0]" and len(shown) == 8  # one row per method
+    assert tables.CI_NOTE in main.attrs["caption"]
+    bad = results_dir / "ablations_bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="ablations_bad.json: not an ablation file"):
+        tables.ablation_deltas(bad)
+
+
+def test_switches_as_evaluated_win_over_the_config(tmp_path):
+    """A naive run evaluated through a config of FSSAM: results.json's own switches name it."""
+    path = _write(tmp_path, "naive", "toy", 0, 0.3, query_memory=False, method="SAM 2 (support as memory)")
+    assert tables.collect_results(path)["method"].iloc[0] == "SAM 2 (support as memory)"
+
+
+def test_method_bars(results_dir):
+    path = results_dir / "toy_fssam" / "results.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"miou_ci95": [0.40, 0.44]}))
+    fig = tables.method_bars(tables.collect_results(results_dir).query("dataset == 'toy'"), 1)
+    miou, fb = fig.axes
+    assert miou.get_ylim() == (0, 100) and fb.get_title() == "FB-IoU"
+    assert [t.get_text() for t in miou.get_xticklabels()][-2:] == ["FSSAM", "IMR rounds = 5"]
+    assert miou.get_legend_handles_labels()[1] == ["fold 0: 1, 2, 3, 4, 5"]  # no root: class ids
+    assert tables.SYNTHETIC_NOTE in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="no results at 5-shot"):
+        tables.method_bars(tables.collect_results(results_dir), 5)
 
 
 # ---- the notebook ----

@@ -1,4 +1,4 @@
-"""Toy stand-ins: SAM 2 clip pretraining, DINOv2 base-class pretraining, the cache."""
+"""Toy stand-ins: SAM 2 clip pretraining, DINOv2 pretraining on rendered scenes, the cache."""
 from __future__ import annotations
 
 import shutil
@@ -8,20 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from fss_sam2.toy import sam2_standin, standins
+from fss_sam2.toy import dino_standin, sam2_standin, standins
 from fss_sam2.backbones.dinov2 import build_dinov2
 from fss_sam2.backbones.sam2_model import build_sam2_model, encode_image
-from fss_sam2.data import open_source
-from fss_sam2.data.sources import read_label
-from fss_sam2.toy.world import generate_toy_world
+from fss_sam2.toy.world import NUM_TOY_CLASSES, generate_toy_world, make_image
 from fss_sam2.model import FSSAM, split_features
-from fss_sam2.toy.dino_standin import DinoPretrainConfig, pretrain_toy_dino
+from fss_sam2.toy.dino_standin import DinoPretrainConfig, RenderedScenes, pretrain_toy_dino
 from fss_sam2.toy.sam2_standin import Sam2PretrainConfig, evaluate_tracking, pretrain_toy_sam2
 from fss_sam2.toy.standins import ensure_toy_standins
 
 SIZE = 64  # model side in these tests (the toy profile uses 128)
 SAM_CFG = Sam2PretrainConfig(image_size=SIZE, batch=2, clips=3, lr=1e-3, warmup=3, prompt_weight=1.0)
-DINO_CFG = DinoPretrainConfig(image_size=SIZE, batch=8, lr=3e-3, warmup=3)
+DINO_CFG = DinoPretrainConfig(image_size=SIZE, images=60, batch=8, lr=3e-3, warmup=3)
 
 
 @pytest.fixture(scope="module")
@@ -71,39 +69,16 @@ def test_evaluate_tracking_scores_every_frame_of_the_clips_on_disk(world):
     assert 0 <= result["miou"] <= 1 and 0 <= result["iou"] <= 1
 
 
-class RecordingSource:
-    """A dataset source that records every image and label it hands out."""
-
-    def __init__(self, source):
-        self.source, self.read = source, []
-
-    def __getattr__(self, name):
-        return getattr(self.source, name)
-
-    def load_image(self, item):
-        self.read.append(item.image)
-        return self.source.load_image(item)
-
-    def load_label(self, item):
-        self.read.append(item.label)
-        return self.source.load_label(item)
-
-
-def test_dino_pretraining_reads_only_base_class_training_images(world, tmp_path):
-    fold = 1
-    source = RecordingSource(open_source("toy", world))
+def test_dino_pretraining_renders_its_own_scenes_and_reads_no_dataset_file(world, tmp_path):
+    """The DINOv2 stand-in sees scenes rendered apart from the dataset (never a train or val
+    image): it trains from a copy of the world that holds nothing but its clip settings."""
+    bare = tmp_path / "bare"
+    (bare / "clips").mkdir(parents=True)
+    shutil.copy(world / "clips" / "clips.json", bare / "clips" / "clips.json")
     out = tmp_path / "dino.pt"
-    metrics = pretrain_toy_dino(world, fold, out, steps=40, progress=False, config=DINO_CFG, source=source)
+    metrics = pretrain_toy_dino(bare, out, steps=40, progress=False, config=DINO_CFG)
     assert metrics["loss_last"] < 0.7 * metrics["loss_first"], metrics
-
-    train = source.fold_list("train", fold).items
-    allowed = {p for it in train for p in (it.image, it.label)}
-    val = {p for f in range(4) for it in source.fold_list("val", f).items for p in (it.image, it.label)}
-    assert source.read and set(source.read) <= allowed
-    assert not set(source.read) & val
-    novel = set(source.novel(fold))
-    for path in {p for p in source.read if p.endswith(".png")}:
-        assert not novel & set(np.unique(read_label(world / path)).tolist()), path
+    assert metrics["images"] == DINO_CFG.images
 
     trained = build_dinov2("tiny-toy", checkpoint=out).state_dict()  # hub keys, backbone only
     torch.manual_seed(0)
@@ -111,9 +86,26 @@ def test_dino_pretraining_reads_only_base_class_training_images(world, tmp_path)
     assert _changed(init, trained, "blocks.") and _changed(init, trained, "patch_embed.")
 
 
+def test_dino_pretraining_scenes_are_not_the_worlds_images(world, monkeypatch):
+    """The rendered scenes are world images at indices far from those on disk, of every class."""
+    drawn = []
+
+    def recording(seed, index, size, min_pixels=None):
+        drawn.append(index)
+        return make_image(seed, index, size, min_pixels)
+
+    monkeypatch.setattr(dino_standin, "make_image", recording)
+    meta = sam2_standin.read_clips_meta(world)
+    scenes = RenderedScenes(meta["seed"], meta["size"], 60, SIZE, seed=0, progress=False)
+    on_disk = len(list((world / "JPEGImages").glob("*.jpg")))
+    assert len(drawn) == 60 and min(drawn) >= dino_standin.PRETRAIN_IMAGE_OFFSET > on_disk
+    assert scenes.images.shape == (60, 3, SIZE, SIZE) and scenes.labels.shape == (60, SIZE, SIZE)
+    assert len(scenes.classes) == NUM_TOY_CLASSES  # 60 scenes show every shape twice or more
+
+
 def test_ensure_toy_standins_trains_once_then_reads_the_cache(world, tmp_path, monkeypatch):
     kw = dict(progress=False, sam2_steps=2, dino_steps=2, sam2_config=SAM_CFG, dino_config=DINO_CFG)
-    first = ensure_toy_standins(world, tmp_path, fold=0, **kw)
+    first = ensure_toy_standins(world, tmp_path, **kw)
     assert first["trained"] == ["sam2", "dino"]
     build_sam2_model("tiny-toy", SIZE, checkpoint=first["sam2"])
     build_dinov2("tiny-toy", checkpoint=first["dino"])
@@ -123,18 +115,16 @@ def test_ensure_toy_standins_trains_once_then_reads_the_cache(world, tmp_path, m
 
     monkeypatch.setattr(standins, "pretrain_toy_sam2", no_training)
     monkeypatch.setattr(standins, "pretrain_toy_dino", no_training)
-    again = ensure_toy_standins(world, tmp_path, fold=0, **kw)
+    again = ensure_toy_standins(world, tmp_path, **kw)
     assert again["trained"] == [] and again["sam2"] == first["sam2"] and again["dino"] == first["dino"]
     assert again["sam2_metrics"]["losses"] == first["sam2_metrics"]["losses"]
     monkeypatch.chdir(world.parent)  # the same world written relatively, and a copy elsewhere
-    assert ensure_toy_standins(Path(world.name), tmp_path, fold=0, **kw)["trained"] == []
+    assert ensure_toy_standins(Path(world.name), tmp_path, **kw)["trained"] == []
     copy = shutil.copytree(world, tmp_path.parent / "moved_world")
-    assert ensure_toy_standins(copy, tmp_path, fold=0, **kw)["trained"] == []
+    assert ensure_toy_standins(copy, tmp_path, **kw)["trained"] == []
 
-    with pytest.raises(AssertionError, match="trained although"):  # another fold: a new DINOv2 only
-        ensure_toy_standins(world, tmp_path, fold=1, **kw)
     with pytest.raises(AssertionError, match="trained although"):  # other settings: a new key
-        ensure_toy_standins(world, tmp_path, fold=0, **{**kw, "sam2_steps": 3})
+        ensure_toy_standins(world, tmp_path, **{**kw, "sam2_steps": 3})
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json", ".pt", ".pt"]  # no temp files
 
 

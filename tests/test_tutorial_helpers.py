@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.colors import to_rgb
 from PIL import Image
 
 from fss_sam2.baseline import write_baseline_result
@@ -95,35 +96,85 @@ def test_memory_findings_ignores_memory_and_no_clips():
 NAIVE, PRIORS = "SAM 2 (support as memory)", "priors only"
 
 
+def _gains(**by_method) -> dict:
+    return {m: {"gain": g, "ci95": list(ci)} for m, (g, ci) in by_method.items()}
+
+
+def test_gains_from_the_ablation_file_rows():
+    deltas = pd.DataFrame({"method": [NAIVE], tables.GAIN: [1.5], f"{tables.GAIN} 95% CI": [[0.5, 2.5]]})
+    assert report.gains_by_method(deltas) == {NAIVE: {"gain": 1.5, "ci95": [0.5, 2.5]}}
+    assert report.interval_text({"gain": -0.04, "ci95": [-0.3, 0.0]}) == (
+        "-0.0 points, 95% interval [-0.3, +0.0], includes 0")
+
+
 def test_compare_methods():
-    miou = pd.Series({"FSSAM": 60.04, NAIVE: 50.0, PRIORS: 59.0, "colour-prototype baseline": 61.0})
-    std = pd.Series({"FSSAM": 1.0, NAIVE: 2.0, PRIORS: math.nan, "colour-prototype baseline": math.nan})
-    assert report.compare_methods(miou, std, NAIVE) == (
-        "beats SAM 2 (support as memory): 60.0 vs 50.0 mIoU (+10.0 points, more than twice the seed std)")
-    assert report.compare_methods(miou, std, PRIORS) == (
-        "is level with priors only: 60.0 vs 59.0 mIoU (+1.0 points, within twice the seed std of 1.0)")
-    one_seed = std * math.nan
-    assert report.compare_methods(miou, one_seed, "colour-prototype baseline") == (
-        "does not beat colour-prototype baseline: 60.0 vs 61.0 mIoU (-1.0 points)")
+    miou = pd.Series({"FSSAM": 60.04, NAIVE: 50.0, PRIORS: 59.0, "colour-prototype baseline": 61.0, "x": 62.0})
+    gains = _gains(**{NAIVE: (10.04, (8.0, 12.1)), PRIORS: (1.04, (-0.5, 2.0)), "x": (-1.96, (-3.0, -0.4))})
+    assert report.compare_methods(miou, gains, NAIVE) == (
+        "beats SAM 2 (support as memory): 60.0 vs 50.0 mIoU (+10.0 points, 95% interval [+8.0, +12.1], excludes 0)")
+    assert report.compare_methods(miou, gains, PRIORS) == (
+        "is level with priors only: 60.0 vs 59.0 mIoU (+1.0 points, 95% interval [-0.5, +2.0], includes 0)")
+    assert report.compare_methods(miou, gains, "x").startswith("is beaten by x: 60.0 vs 62.0 mIoU (-2.0 points")
+    assert report.compare_methods(miou, gains, "colour-prototype baseline") == (
+        "does not beat colour-prototype baseline: 60.0 vs 61.0 mIoU (-1.0 points; no paired interval)")
     same = pd.Series({"FSSAM": 40.0, NAIVE: 40.0})
-    assert report.compare_methods(same, same * math.nan, NAIVE) == (
-        "does not beat SAM 2 (support as memory): 40.0 vs 40.0 mIoU (+0.0 points)")  # no "-0.0", no level band
-    assert report.compare_methods(miou, std, "FSSAM w/o IMR") == (
+    assert report.compare_methods(same, {}, NAIVE) == (
+        "does not beat SAM 2 (support as memory): 40.0 vs 40.0 mIoU (+0.0 points; no paired interval)")  # no "-0.0"
+    assert report.compare_methods(miou, gains, "FSSAM w/o IMR") == (
         "cannot be compared with 'FSSAM w/o IMR' (not evaluated)")
 
 
 def test_ablation_findings():
-    miou = {"FSSAM w/o IMR": 55.0, "FSSAM w/o IMR, SCMA": 52.34}
-    assert report.ablation_changes(miou, 57.5) == {"IMR": -2.5, "IMR and SCMA": -5.2}
-    assert report.ablation_findings(miou, 57.5, 321) == [
-        "Removing IMR changes the mIoU by -2.5 points (seed 321: 57.5 -> 55.0).",
-        "Removing IMR and SCMA changes the mIoU by -5.2 points (seed 321: 57.5 -> 52.3).",
+    miou = {"FSSAM": 57.5, "FSSAM w/o IMR": 55.0, "FSSAM w/o IMR, SCMA": 52.34}
+    gains = _gains(**{"FSSAM w/o IMR": (2.5, (1.0, 4.0)), "FSSAM w/o IMR, SCMA": (5.16, (3.0, 7.2))})
+    assert report.ablation_findings(miou, gains) == [
+        "Removing IMR changes the mIoU from 57.5 to 55.0 (FSSAM's gain +2.5 points, 95% interval [+1.0, +4.0], "
+        "excludes 0).",
+        "Removing IMR and SCMA changes the mIoU from 57.5 to 52.3 (FSSAM's gain +5.2 points, 95% interval "
+        "[+3.0, +7.2], excludes 0).",
     ]
-    nothing = report.ablation_findings({"FSSAM w/o IMR": 57.5, "FSSAM w/o SCMA": 57.52}, 57.5, 1)
-    assert nothing[:2] == ["Removing IMR changes the mIoU by +0.0 points (seed 1: 57.5 -> 57.5).",
-                           "Removing SCMA changes the mIoU by +0.0 points (seed 1: 57.5 -> 57.5)."]
+    nothing = report.ablation_findings({"FSSAM": 57.5, "FSSAM w/o IMR": 57.5, "FSSAM w/o SCMA": 57.52},
+                                       _gains(**{"FSSAM w/o IMR": (0.0, (0.0, 0.0)),
+                                                 "FSSAM w/o SCMA": (-0.02, (-0.1, 0.05))}))
     assert len(nothing) == 3 and "does not use its query memory" in nothing[2]
-    assert report.ablation_findings({}, 57.5, 1) == []
+    assert report.ablation_findings({"FSSAM": 57.5}, {}) == []
+
+
+def test_ablation_verdict_prefers_the_training_seeds():
+    gains = _gains(**{"FSSAM w/o IMR": (-0.7, (-1.1, -0.3)), "FSSAM w/o SCMA": (0.1, (-0.2, 0.4)),
+                      NAIVE: (1.5, (0.9, 2.1))})
+    lines = report.ablation_verdict(gains)
+    assert lines[0] == ("Iterative Memory Refinement (IMR) hurt: FSSAM's gain -0.7 points, 95% interval [-1.1, -0.3], "
+                        "excludes 0 (one training run, paired over the episodes; diagnostics: notebook 04).")
+    assert lines[1].startswith("Support-Calibrated Memory Attention (SCMA) made no difference this evaluation can "
+                               "tell from 0")
+    assert "helped" in lines[2] and "notebooks 02 and 03" in lines[2] and len(lines) == 3
+    across = _gains(**{"FSSAM w/o IMR": (-0.2, (-0.9, 0.5))})
+    mixed = report.ablation_verdict(gains, across, "321, 1, 2")
+    assert "made no difference" in mixed[0] and "over training seeds 321, 1, 2" in mixed[0]
+    assert "one training run" in mixed[1]
+
+
+def test_measured_seconds():
+    results = pd.DataFrame({"method": ["FSSAM", "FSSAM w/o IMR", "colour"], "seconds": [35.2, 16.0, math.nan]})
+    assert report.measured_seconds(results) == "FSSAM 35 s, FSSAM w/o IMR 16 s"
+
+
+def test_toy_gap_states_measured_numbers(tmp_path):
+    run = tmp_path / "runs" / "toy_fssam"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"steps": 168, "seconds": 84.0}))
+    result = tmp_path / "results.json"
+    result.write_text(json.dumps({"checkpoint": str(run / "best.pt")}))
+    toy = pd.Series({"mIoU": 26.3, "mIoU 95% CI": [25.1, 27.5], "fold": 0, "shot": 1, "image_size": 128,
+                     "path": str(result)})
+    paper = {"fold0": 81.6, "verified_against_paper": "no"}
+    text = report.toy_gap(toy, paper, 512, 20)
+    for part in ("81.6 mIoU on PASCAL-5i fold 0, 1-shot (paper_numbers.csv, not yet verified", "26.3 (95% interval "
+                 "[25.1, 27.5])", "168 steps in 1.4 min", "128 px instead of 512", "a world of 20 procedurally"):
+        assert part in text
+    result.write_text("{}")  # no run folder: no step count is made up
+    assert "trained for minutes on a CPU" in report.toy_gap(toy, paper, 512, None)
 
 
 # ---- the baseline's result file ----
@@ -233,8 +284,13 @@ def test_frame_strip():
     assert len(fig.axes) == 4
     assert _titles(fig) == ["memory: frame 0", "frame 1: IoU 1.00", "frame 2: IoU 0.50", "frame 3: IoU 0.00"]
     assert fig._suptitle.get_text() == "clip"
-    shown = fig.axes[2].images[1].get_array()  # frame 2's predicted mask, filled where p > 0.5
-    assert shown[..., 3].astype(bool).sum() == 16 * 8
+    frame2 = fig.axes[2]  # frame 2: the prediction (orange) and the ground truth (white) as outlines
+    assert len(frame2.images) == 1  # the image only: no filled mask over it
+    (pred, truth) = frame2.collections
+    assert tuple(pred.get_edgecolor()[0][:3]) == pytest.approx(to_rgb(viz.PRED_COLOR))
+    assert tuple(truth.get_edgecolor()[0][:3]) == pytest.approx(to_rgb(viz.MASK_COLOR))
+    xy = np.concatenate([p.vertices for p in pred.get_paths()])  # p > 0.5 on columns 8..15, rows 8..23
+    assert xy[:, 0].min() == pytest.approx(8, abs=0.6) and xy[:, 0].max() == pytest.approx(16, abs=0.6)
 
 
 class _NaiveModel:
@@ -273,10 +329,11 @@ def test_attention_rows():
     cases = [(name, s, *memory_reads.object_attention(model, s)) for name, s in (("tracking", _sample()),
                                                                                  ("few-shot", empty))]
     fig = viz.attention_rows(cases, layers=2, title="attention")
-    assert len(fig.axes) == 2 * 4
-    assert _titles(fig) == ["tracking: query object cells", "memory image + mask", "layer 1 attention",
+    assert len(fig.axes) == 2 * 4 + 2 * 2  # the panels, and a colour bar for each of the 4 attention maps
+    assert _titles(fig)[:8] == ["tracking: query object cells", "memory image + mask", "layer 1 attention",
                             "layer 2 attention", "few-shot: query object cells", "memory image + mask",
                             "layer 1 attention", "layer 2 attention"]
+    assert len(fig.axes[0].images) == 1 and len(fig.axes[0].collections) == 2  # GT and object cells: outlines
     heat = fig.axes[2].images[-1]  # layer 1's map over the memory image, on its own scale
     assert heat.get_array().shape == (4, 4) and heat.get_clim()[1] == pytest.approx(float(heat.get_array().max()))
 

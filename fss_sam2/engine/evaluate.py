@@ -27,8 +27,10 @@ from ..data import open_source
 from ..data.episode_dataset import EpisodeDataset, collate
 from ..data.episodes import Episode, make_episodes, split_classes, write_episodes_csv
 from ..data.sources import ListSource
-from ..loading import load_checkpoint_model
+from ..loading import SWITCHES, load_checkpoint_model, training_record
+from ..methods import method_name
 from ..metrics import FssMeter, logits_to_prediction
+from ..stats import EPISODE_SCORES, RESAMPLES, EpisodeScores, bootstrap_ci95, write_episode_scores
 from .overlays import write_overlays
 from .runtime import atomic_write_text, autocast, compile_model, resolve_device
 
@@ -50,8 +52,11 @@ def evaluate(
     num_workers: int = 0,
     progress: bool = True,
     step: Callable[[Callable, dict, torch.device], torch.Tensor] = call_model,
+    scores: bool = False,
 ) -> dict:
-    """mIoU over `split`'s classes of `fold`, FB-IoU, pIoU, per-class IoU, episodes, seconds.
+    """mIoU over `split`'s classes of `fold`, FB-IoU, pIoU, per-class IoU, episodes, seconds;
+    with `scores`, also `episode_scores`: (class, I_bg, I_fg, U_bg, U_fg) of every episode in
+    list order (`FssMeter.episodes`, what the bootstrap intervals of `fss_sam2.stats` resample).
 
     `fold` defaults to the one whose classes the episodes ask for (unique for val episodes).
 
@@ -85,7 +90,8 @@ def evaluate(
     finally:
         if module is not None:
             module.train(was_training)
-    return {**meter.compute(), "seconds": time.perf_counter() - start}
+    result = {**meter.compute(), "seconds": time.perf_counter() - start}
+    return {**result, "episode_scores": meter.episodes} if scores else result
 
 
 # -- a checkpoint on the official protocol: `fss-sam2 evaluate` --------------------------------
@@ -109,8 +115,14 @@ def evaluate_checkpoint(
     progress: bool = True,
 ) -> dict:
     """The official protocol on the val list of `cfg`'s fold, for each seed; writes out/results.json,
-    out/episodes.csv (first seed; episodes_seed{S}.csv for each when several) and, with
-    `overlays`, out/overlays/episode_NNNN.png. `cache`: a FeatureCache (None: no cache)."""
+    out/episodes.csv (first seed; episodes_seed{S}.csv for each when several), out/episode_scores.csv
+    (every episode's counts, each seed: `fss_sam2.stats`) and, with `overlays`,
+    out/overlays/episode_NNNN.png. `cache`: a FeatureCache (None: no cache).
+
+    results.json names the evaluated model by its switches as built (`method`, e.g. "FSSAM w/o
+    IMR", and every switch), what its weights were trained with (`trained_shot`,
+    `training_seed`: None for the authors' files) and the 95% bootstrap intervals of the first
+    seed's mIoU and FB-IoU (`miou_ci95`, `fb_iou_ci95`; `ci95_seed` names that seed)."""
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"--seeds {' '.join(map(str, seeds))}: expected distinct seeds")
     d = cfg.data
@@ -127,7 +139,7 @@ def evaluate_checkpoint(
     batch_size = batch_size or d.val_batch
     workers = d.workers if workers is None else workers
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
+    runs, scores = [], []
     for n, seed in enumerate(seeds):
         eps = make_episodes(source, d.fold, d.shot, episodes=episodes, seed=seed, split="val",
                             stream=d.stream, stream_workers=d.stream_workers)
@@ -137,17 +149,24 @@ def evaluate_checkpoint(
             write_episodes_csv(out / f"episodes_seed{seed}.csv", eps)
         with autocast(dev, cfg.train.precision):
             r = evaluate(model, source, eps, size=size, fold=d.fold, split="val", device=dev, batch_size=batch_size,
-                         num_workers=workers, progress=progress, step=step)
+                         num_workers=workers, progress=progress, step=step, scores=True)
             if n == 0 and overlays > 0:
                 write_overlays(model, source, eps[:overlays], size, d.fold, dev, step, out / "overlays")
+        counts = np.asarray(r.pop("episode_scores"), dtype=np.int64).reshape(-1, 5)
+        scores.append((seed, EpisodeScores(tuple(r["per_class"]), tuple(eps), counts)))
         runs.append({"seed": seed, **r})
+    write_episode_scores(out / EPISODE_SCORES, scores)
+    ci95 = bootstrap_ci95(scores[0][1])
+    switches = {k: getattr(model, k) for k in SWITCHES}  # as built: the checkpoint's config and the overrides
     synthetic = source.dataset == "toy"
     result = {
-        "model": "FSSAM", "checkpoint": str(checkpoint), "checkpoint_kind": kind,
+        "model": "FSSAM", "method": method_name(switches, d.shot), **switches,
+        "checkpoint": str(checkpoint), "checkpoint_kind": kind, **training_record(checkpoint),
         "dataset": source.dataset, "root": str(d.root), "fold": d.fold, "shot": d.shot, "image_size": size,
         "synthetic": synthetic, "label": TOY_LABEL if synthetic else None,
         "episodes": episodes, "stream": d.stream, "stream_workers": d.stream_workers,
-        **_mean_over_seeds(runs), "seeds": runs,
+        **_mean_over_seeds(runs), "miou_ci95": ci95["miou"], "fb_iou_ci95": ci95["fb_iou"],
+        "ci95_seed": seeds[0], "ci95_resamples": RESAMPLES, "episode_scores": EPISODE_SCORES, "seeds": runs,
         "device": str(dev), "precision": cfg.train.precision, "batch": batch_size, "workers": workers,
         "cache": None if cache is None else cache.stats(), "compile": compile, "config": to_dict(cfg),
     }

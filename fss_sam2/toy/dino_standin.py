@@ -1,11 +1,18 @@
 """The toy profile's stand-in for the pretrained DINOv2, trained once and cached.
 
-The tiny-toy DINOv2 learns patch features on ONE fold's base classes only: it reads just the
-fold's training list (which drops every image showing a novel class), never a val image.
-Objective: per-patch classification into base classes + background (a linear head, dropped
-afterwards), a prototype-matching loss shaped like FSSAM's discriminative prior (cosine to
-the masked average of a support of the same class, foreground against background) and one
-for its foreground prior alone; RGB channels are shuffled (colour carries no class here).
+The real DINOv2 is trained on a vast image collection that holds objects of every kind: a
+benchmark's "novel" classes are novel to the few-shot training only, not to the foundation
+models. The stand-in is trained the same way round: on scenes rendered from the world's seed at
+indices far from the images on disk (never a dataset image, train or val), showing all 20
+shapes, and one stand-in serves every fold, as one SAM 2 stand-in does.
+
+Its objective is not DINOv2's self-supervision (which needs far more data and compute than a
+CPU has in minutes) but what that self-supervision gives FSSAM: patch features in which two
+individuals of one kind match. Pairs of scenes sharing a shape are drawn; the loss is a
+prototype matching shaped like FSSAM's priors (cosine of query patches to the masked average
+of the support's object, against the support's background, and the foreground prototype alone)
+plus, optionally, a per-patch shape classification (a linear head, dropped afterwards). RGB
+channels are shuffled (colour carries no class here). docs/toy_world.md, "The stand-ins".
 
 Toy models, toy numbers: they make the synthetic-world tutorial meaningful, nothing more.
 """
@@ -22,15 +29,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones.dinov2 import build_dinov2
-from ..data import open_source
-from ..constants import IGNORE
+from ..data.lists import class_pixel_counts
 from ..data.transforms import resize
 from ..engine.checkpoint import atomic_save
 from ..modules.common import cosine_map, masked_average
 from ..modules.prompt_generator import DINO_MEAN, DINO_PATCH, DINO_STD, dino_size
 from .training import loss_summary, lr_factor
+from .world import NUM_TOY_CLASSES, make_image, read_clips_meta, scaled_min_pixels
 
 DINO_STEPS = 900
+PRETRAIN_IMAGE_OFFSET = 1_000_000  # pretraining image k of seed s is world image OFFSET * (s + 1) + k
 
 
 @dataclass(frozen=True)
@@ -38,13 +46,14 @@ class DinoPretrainConfig:
     """Hyper-parameters of the DINOv2 stand-in besides the step count (all in the cache key)."""
 
     image_size: int = 128  # episode side; DINOv2 sees image_size * 35 / 32 (140 at 128)
-    batch: int = 32  # pairs (query, support) of one base class: 2 x batch images a step
+    images: int = 2000  # scenes rendered for pretraining (all 20 shapes); pairs of them are drawn
+    batch: int = 32  # pairs (query, support) sharing a shape: 2 x batch images a step
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup: int = 15
-    classify_weight: float = 0.5  # per-patch base-class + background cross-entropy
+    classify_weight: float = 0.5  # per-patch shape (20 + background) cross-entropy; 0 = off
     prototype_weight: float = 1.0  # FSSAM-like prototype matching: foreground vs background prototype
-    # the foreground prototype alone (cosine > 0.5 on the class): without it the foreground prior
+    # the foreground prototype alone (cosine > 0.5 on the object): without it the foreground prior
     # came out inverted (higher on background than on the object)
     foreground_weight: float = 1.0
     temperature: float = 0.5
@@ -53,46 +62,35 @@ class DinoPretrainConfig:
     permute_colours: bool = True
 
 
-# ---- DINOv2: base-class patch features -----------------------------------------------------
+# ---- DINOv2: scenes rendered apart from the dataset ----------------------------------------
 
 
-class _BaseClassImages:
-    """The fold's training images in memory: images (N,3,S,S) uint8 and label maps (N,S,S)
-    int64 of base-class indices (0 background, 1..len(base), IGNORE); plus, per base class,
-    the images that serve it. Reads nothing but the training list of the fold."""
+class RenderedScenes:
+    """`count` scenes of the world (seed, size) at indices far from those on disk, in memory:
+    images (N,3,S,S) uint8 and label maps (N,S,S) int64 (0 background, 1..20 shapes, IGNORE);
+    plus, per shape, the scenes that show it over the dataset lists' area threshold."""
 
-    def __init__(self, source, fold: int, size: int, progress: bool):
-        fold_list = source.fold_list("train", fold)
-        if not fold_list.items:
-            raise ValueError(f"{source.root / 'lists' / 'train'}: fold {fold} has no training images")
-        self.base = source.base(fold)
-        novel = set(source.novel(fold))
-        lut = np.full(256, IGNORE, np.int64)
-        lut[0] = 0
-        lut[self.base] = np.arange(1, len(self.base) + 1)
-        index = {item: n for n, item in enumerate(fold_list.items)}
-        images, labels = [], []
-        for item in tqdm(fold_list.items, desc=f"fold {fold} base-class images", disable=not progress):
-            label = source.load_label(item)
-            leaked = novel.intersection(np.unique(label).tolist())
-            if leaked:
-                raise ValueError(f"{item.label}: in the training list of fold {fold} but shows novel classes {sorted(leaked)}")
-            image, label = resize(source.load_image(item), label, (size, size))
+    def __init__(self, world_seed: int, world_size: int, count: int, size: int, seed: int, progress: bool):
+        first = PRETRAIN_IMAGE_OFFSET * (seed + 1)
+        need = scaled_min_pixels(world_size)
+        images, labels, by_class = [], [], {c: [] for c in range(1, NUM_TOY_CLASSES + 1)}
+        for n in tqdm(range(count), desc="render DINOv2 pretraining scenes", disable=not progress):
+            image, label = make_image(world_seed, first + n, world_size)
+            for c, pixels in class_pixel_counts(label).items():
+                if pixels >= need:
+                    by_class[c].append(n)
+            image, label = resize(image, label, (size, size))
             images.append(np.clip(image + 0.5, 0, 255).astype(np.uint8).transpose(2, 0, 1))
-            labels.append(lut[label])
+            labels.append(label.astype(np.int64))
         self.images = torch.from_numpy(np.stack(images))
         self.labels = torch.from_numpy(np.stack(labels))
-        # class index k (1..) -> images serving it (class area >= the list's threshold)
-        self.by_class = {
-            k: np.array([index[it] for it in fold_list.by_class.get(c, [])], np.int64)
-            for k, c in enumerate(self.base, 1)
-        }
-        self.classes = [k for k, ids in self.by_class.items() if len(ids) >= 2]
+        self.by_class = {c: np.array(ids, np.int64) for c, ids in by_class.items()}
+        self.classes = [c for c, ids in self.by_class.items() if len(ids) >= 2]
         if not self.classes:
-            raise ValueError(f"fold {fold}: no base class has two training images")
+            raise ValueError(f"{count} rendered scenes: no shape shows in two of them; render more")
 
     def pairs(self, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> image indices (2B,) = [queries, supports], class index of each pair (B,)."""
+        """-> image indices (2B,) = [queries, supports], the shape of each pair (B,)."""
         cls = rng.choice(self.classes, size=batch)
         q, s = zip(*(rng.choice(self.by_class[c], size=2, replace=False) for c in cls))
         return torch.from_numpy(np.array(q + s)), torch.from_numpy(cls)
@@ -154,43 +152,43 @@ def _dino_losses(feats: torch.Tensor, frac: torch.Tensor, pair_class: torch.Tens
     return loss, {k: v.item() for k, v in parts.items()}
 
 
-def pretrain_toy_dino(root: str | Path, fold: int, out_file: str | Path, steps: int = DINO_STEPS, seed: int = 0,
+def pretrain_toy_dino(root: str | Path, out_file: str | Path, steps: int = DINO_STEPS, seed: int = 0,
                       progress: bool = True, config: DinoPretrainConfig | None = None,
-                      device: str | torch.device = "cpu", source=None) -> dict:
-    """Train the tiny-toy DINOv2 on fold `fold`'s base classes (its training list only) and save
-    the backbone alone, with hub keys, at `out_file` (``build_dinov2("tiny-toy", checkpoint=...)``).
+                      device: str | torch.device = "cpu") -> dict:
+    """Train the tiny-toy DINOv2 on scenes of the world at `root` rendered apart from its files
+    (only its seed and size are read, from clips/clips.json) and save the backbone alone, with
+    hub keys, at `out_file` (``build_dinov2("tiny-toy", checkpoint=...)``).
 
-    `source` replaces ``open_source("toy", root)`` (e.g. a wrapper that records what is read).
     Returns metrics: losses (per step), loss_first / loss_last, the last tenth of each loss
-    part, images, seconds (load, train), steps.
+    part, images, seconds_render, seconds (all), steps.
     """
     config = config or DinoPretrainConfig()
     if config.classify_weight <= 0 and config.prototype_weight <= 0:
         raise ValueError("DinoPretrainConfig: classify_weight and prototype_weight are both 0, nothing to train")
     if steps < 1:
         raise ValueError(f"steps={steps}: need at least 1")
-    source = source if source is not None else open_source("toy", root)
+    meta = read_clips_meta(root)
     device = torch.device(device)
     t0 = time.perf_counter()
-    data = _BaseClassImages(source, fold, config.image_size, progress)
-    t_load = time.perf_counter() - t0
+    data = RenderedScenes(meta["seed"], meta["size"], config.images, config.image_size, seed, progress)
+    t_render = time.perf_counter() - t0
     side = dino_size(config.image_size)  # 140 at 128
     mean = torch.tensor(DINO_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(DINO_STD, device=device).view(1, 3, 1, 1)
     rng = np.random.default_rng([seed, 3])
-    num_base = len(data.base)
+    classes = NUM_TOY_CLASSES
     losses, parts_log = [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         dino = build_dinov2("tiny-toy").to(device).requires_grad_(True).train()
-        head = nn.Linear(dino.config.dim, num_base + 1).to(device)
+        head = nn.Linear(dino.config.dim, classes + 1).to(device)
         params = [*dino.parameters(), *head.parameters()]
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, config.warmup))
-        bar = tqdm(range(steps), desc=f"pretrain toy DINOv2 (fold {fold} base classes)", disable=not progress)
+        bar = tqdm(range(steps), desc="pretrain toy DINOv2 (rendered scenes)", disable=not progress)
         for _ in bar:
             idx, pair_class = data.pairs(config.batch, rng)
-            x, frac = _augment(data.images[idx], data.labels[idx], num_base + 1, side, DINO_PATCH,
+            x, frac = _augment(data.images[idx], data.labels[idx], classes + 1, side, DINO_PATCH,
                                config.min_zoom, rng, config.permute_colours)
             feats = dino.patch_features(((x.to(device) - mean) / std))  # (2B,C,t,t)
             loss, parts = _dino_losses(feats, frac.to(device), pair_class.to(device), head, config)
@@ -206,12 +204,11 @@ def pretrain_toy_dino(root: str | Path, fold: int, out_file: str | Path, steps: 
     n = max(1, steps // 10)
     return {
         "steps": steps,
-        "fold": fold,
         "losses": losses,
         **loss_summary(losses),
         **{f"{k}_last": float(np.mean([p[k] for p in parts_log[-n:]])) for k in parts_log[0]},
         "images": len(data.images),
-        "seconds_load": round(t_load, 2),
+        "seconds_render": round(t_render, 2),
         "seconds": round(time.perf_counter() - t0, 2),
     }
 

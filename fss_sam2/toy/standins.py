@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..data import open_source
 from ..data.sources import META_FILE
 from ..engine.runtime import atomic_write_text
 from .dino_standin import DINO_STEPS, DinoPretrainConfig, pretrain_toy_dino
@@ -32,27 +31,22 @@ def _hash_files(root: Path, paths, h) -> None:
         h.update(Path(p).read_bytes())
 
 
-def _cache_key(kind: str, root: Path, fold: int | None, settings: dict) -> str:
-    """sha256 of what the stand-in depends on: the package version, the settings, the world's
-    meta files and, for DINOv2, the fold's training list and every file it names."""
+def _cache_key(kind: str, root: Path, settings: dict) -> str:
+    """sha256 of what the stand-in depends on: the package version, the settings and the world
+    (its meta file and its clip settings: both stand-ins render their own images from the
+    world's seed and size, and read none of its files)."""
     h = hashlib.sha256(json.dumps({"kind": kind, "version": __version__, **settings}, sort_keys=True).encode())
     _hash_files(root, [root / META_FILE], h)
-    if kind == "sam2":
-        h.update(json.dumps({k: v for k, v in read_clips_meta(root).items() if k != "clips"}, sort_keys=True).encode())
-    else:
-        source = open_source("toy", root)
-        lists = [root / "lists" / "train" / f"data_list_{fold}.txt", root / "lists" / "train" / f"sub_class_file_list_{fold}.txt"]
-        _hash_files(root, lists, h)
-        items = source.fold_list("train", fold).items
-        _hash_files(root, [source.resolve(p) for it in items for p in (it.image, it.label)], h)
+    h.update(json.dumps({k: v for k, v in read_clips_meta(root).items() if k != "clips"}, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
-def ensure_toy_standins(root: str | Path, cache_dir: str | Path, fold: int = 0, seed: int = 0, progress: bool = True,
+def ensure_toy_standins(root: str | Path, cache_dir: str | Path, seed: int = 0, progress: bool = True,
                         sam2_steps: int = SAM2_STEPS, dino_steps: int = DINO_STEPS,
                         sam2_config: Sam2PretrainConfig | None = None, dino_config: DinoPretrainConfig | None = None,
                         device: str | torch.device = "cpu") -> dict:
-    """Paths of the toy SAM 2 and fold-`fold` DINOv2 stand-ins of the world at `root`, training
+    """Paths of the toy SAM 2 and DINOv2 stand-ins of the world at `root` (one pair for every
+    fold: both are trained on images rendered apart from the dataset, all classes), training
     whichever is not in `cache_dir` yet (keyed by the world, the settings, the seed and the
     package version; files written atomically, so reruns are instant and an interrupted run
     leaves no half file).
@@ -63,15 +57,15 @@ def ensure_toy_standins(root: str | Path, cache_dir: str | Path, fold: int = 0, 
     root, cache_dir = Path(root), Path(cache_dir)
     sam2_config, dino_config = sam2_config or Sam2PretrainConfig(), dino_config or DinoPretrainConfig()
     jobs = {
-        "sam2": (None, {"steps": sam2_steps, "seed": seed, **asdict(sam2_config)},
+        "sam2": ({"steps": sam2_steps, "seed": seed, **asdict(sam2_config)},
                  lambda out: pretrain_toy_sam2(root, out, sam2_steps, seed, progress, sam2_config, device)),
-        "dino": (fold, {"steps": dino_steps, "seed": seed, "fold": fold, **asdict(dino_config)},
-                 lambda out: pretrain_toy_dino(root, fold, out, dino_steps, seed, progress, dino_config, device)),
+        "dino": ({"steps": dino_steps, "seed": seed, **asdict(dino_config)},
+                 lambda out: pretrain_toy_dino(root, out, dino_steps, seed, progress, dino_config, device)),
     }
     result = {"trained": []}
-    for name, (job_fold, settings, train) in jobs.items():
-        key = _cache_key(name, root, job_fold, settings)
-        stem = f"toy_{name}" + (f"_fold{fold}" if name == "dino" else "") + f"_{key}"
+    for name, (settings, train) in jobs.items():
+        key = _cache_key(name, root, settings)
+        stem = f"toy_{name}_{key}"
         weights, record = cache_dir / f"{stem}.pt", cache_dir / f"{stem}.json"
         if weights.is_file() and record.is_file() and json.loads(record.read_text()).get("key") == key:
             metrics = json.loads(record.read_text())["metrics"]

@@ -1,8 +1,12 @@
 """The synthetic world (`toy`): 20 shape classes drawn procedurally on cluttered backgrounds.
 
-A class is a silhouette (a star, a ring, a keyhole, ...). Every instance draws its own colour,
-texture, scale, rotation, aspect, mirror and smooth deformation, so a support and a query are
-different identities of one class: matching colours fails, matching shapes works. Scenes hold
+A class is a silhouette (a star, a ring, a keyhole, ...) and a material: the kind of pattern
+its individuals mostly wear and its scale (`CLASS_MATERIALS`; four classes share each kind, so
+a material alone does not name the class), as fur, feathers or wheels are parts a class shows
+in every photo. Every instance draws its own colours, pattern phase and orientation, scale,
+rotation, aspect, mirror and smooth deformation, and one in `ATYPICAL` wears a random pattern,
+so a support and a query are different identities of one class: matching colours fails,
+matching shapes and materials works; distractors wear the same materials. Scenes hold
 1-3 objects (sometimes two of one class) among distractors that belong to no class (blobs,
 scribbles), some drawn in front as occluders; labels follow the visible pixels.
 
@@ -46,6 +50,18 @@ TOY_CLASSES = (
 NUM_TOY_CLASSES = len(TOY_CLASSES)
 # the label every number, table and figure measured on this world carries
 TEXTURES = ("solid", "stripes", "dots", "noise", "gradient", "checker")
+# class id c -> (pattern kind, frequency band in radians per canonical unit) its individuals
+# mostly wear: five kinds x (coarse, fine) bands, each of the ten worn by two classes
+_BANDS = ((5.0, 9.0), (12.0, 20.0))
+CLASS_MATERIALS = {c: (("stripes", "dots", "noise", "checker", "gradient")[(c - 1) % 5], _BANDS[(c - 1) // 5 % 2])
+                   for c in range(1, NUM_TOY_CLASSES + 1)}
+ATYPICAL = 0.15  # share of individuals that wear a random pattern instead of their class's
+# object half-size as a share of the image side: a class object fills ~10-40 % of its image, as
+# PASCAL's do (an object spans 2-5 of the DINOv2 stand-in's 10 tokens a side at 128 px); clips:
+# the tracked individual and its companions
+OBJECT_SCALE = (0.24, 0.38)
+CLIP_SCALE = (0.22, 0.34)
+COMPANION_SCALE = (0.17, 0.28)
 JPEG_QUALITY = 90
 VAL_EVERY = 4  # block b of NUM_TOY_CLASSES consecutive images is val when b % 4 == 3 (25 %)
 SUPERSAMPLE = 3  # sub-pixels per side for anti-aliased coverage
@@ -248,6 +264,15 @@ def sample_texture(rng: np.random.Generator, kinds: Sequence[str] = TEXTURES, fr
     return Texture(kind, c1, c2, rng.uniform(*freq), rng.uniform(0, math.pi), rng.uniform(0, 2 * math.pi), waves)
 
 
+def _instance_texture(class_id: int, rng: np.random.Generator) -> Texture:
+    """An individual's texture: its class's material (random colours, phase, orientation) but
+    for an `ATYPICAL` share of individuals, and distractors, who wear any pattern."""
+    if class_id and rng.random() >= ATYPICAL:
+        kind, band = CLASS_MATERIALS[class_id]
+        return sample_texture(rng, kinds=(kind,), freq=band)
+    return sample_texture(rng)
+
+
 def _paint_texture(tex: Texture, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Colours (3,h,w) float32 of texture coordinates u, v (h,w)."""
     along = u * math.cos(tex.angle) + v * math.sin(tex.angle)
@@ -333,7 +358,7 @@ def sample_instance(
         mirror=float(rng.choice([-1.0, 1.0])),
         radial=(int(rng.integers(2, 6)), rng.uniform(0, 0.1), rng.uniform(0, 2 * math.pi)),
         warp=(rng.uniform(0, 0.1), rng.uniform(1.5, 3), rng.uniform(1.5, 3), rng.uniform(0, 6.3), rng.uniform(0, 6.3)),
-        texture=sample_texture(rng),
+        texture=_instance_texture(class_id, rng),
         shade=(rng.uniform(0, 0.25), rng.uniform(0, 2 * math.pi)),
     )
 
@@ -470,10 +495,10 @@ def render_scene(
     n_front = int(rng.integers(0, 3))
     for _ in range(int(rng.integers(1, 4))):  # distractors behind the objects
         _composite(canvas, None, _distractor(rng, rng.uniform(0, w), rng.uniform(0, h), side * rng.uniform(0.08, 0.22)), 0)
-    shrink = 1.0 if len(classes) == 1 else 0.8
+    shrink = 1.0 if len(classes) == 1 else 0.75
     for i, c in enumerate(classes):
         lo, hi = (0.3, 0.7) if i == 0 else (0.12, 0.88)
-        scale = side * rng.uniform(0.17, 0.3) * shrink
+        scale = side * rng.uniform(*OBJECT_SCALE) * shrink
         inst = sample_instance(c, rng, w * rng.uniform(lo, hi), h * rng.uniform(lo, hi), scale)
         _composite(canvas, owner, inst, i + 1)
     for _ in range(n_front):  # occluders: smaller, near the objects
@@ -515,9 +540,10 @@ def make_image(seed: int, index: int, size: int, min_pixels: int | None = None) 
 
 # ---- clips: one individual moving smoothly ----
 
-# version of `make_clip`'s output, recorded in clips/clips.json (caches of models pretrained on
-# clips key on it); 2: companions (other individuals) share the clip, labelled in `render_clip`
-CLIP_GENERATOR = 2
+# version of the world's generator (clips and images), recorded in clips/clips.json: a world of
+# another version is regenerated (`world_settings`) and the stand-ins' cache keys on it. 2:
+# companions (other individuals) share the clip; 3: class materials, objects of PASCAL's size
+CLIP_GENERATOR = 3
 CLIPS_FILE = Path("clips") / "clips.json"
 
 
@@ -540,7 +566,7 @@ def render_clip(seed: int, index: int, size: int, frames: int) -> tuple[list[int
         pos = rng.uniform(0, w + 2 * margin), rng.uniform(0, h + 2 * margin)
         _composite(world, None, _distractor(rng, *pos, side * rng.uniform(0.08, 0.2)), 0)
     pan = rng.uniform(0, 2 * margin, (2, 2))  # start and end offsets (x, y) of the camera
-    scale0 = side * rng.uniform(0.16, 0.24)
+    scale0 = side * rng.uniform(*CLIP_SCALE)
     inst = sample_instance(class_id, rng, 0, 0, 1.0)
     start, end = rng.uniform(0.35, 0.65, (2, 2)) * (w, h)
     spin, grow = rng.uniform(-0.25, 0.25), rng.uniform(-0.05, 0.05)  # per frame: radians, log-scale
@@ -548,7 +574,7 @@ def render_clip(seed: int, index: int, size: int, frames: int) -> tuple[list[int
     for _ in range(int(rng.integers(1, 3))):
         other = class_id if rng.random() < 0.25 else int(rng.integers(1, NUM_TOY_CLASSES + 1))
         companions.append((sample_instance(other, rng, 0, 0, 1.0), rng.uniform(0.1, 0.9, (2, 2)) * (w, h),
-                           side * rng.uniform(0.13, 0.22), rng.uniform(-0.25, 0.25)))
+                           side * rng.uniform(*COMPANION_SCALE), rng.uniform(-0.25, 0.25)))
     images, owners = [], []
     for t in range(frames):
         f = t / max(frames - 1, 1)

@@ -3,11 +3,13 @@
     session.py        `setup`: data, models and episodes of a profile; probes into `FSSAM.trace`
     memory_study.py   SAM 2's memory read on a video vs on a few-shot episode (notebook 02)
     memory_reads.py   what notebook 02 shows of one memory read (IoU per frame, object attention)
+    diagnostics.py    what limits each module on a model and episodes (notebooks 03-05, 07)
     report.py         sentences that state, from the numbers, what a run showed
     demo.py           a small folder of your own images for notebook 09
     viz.py            figures (one style, masks as outlines)
     tables.py         the paper's tables from results files, beside the published numbers
     runs.py           the training runs the notebooks use (trained once, then reused)
+    grid.py           FSSAM, its ablations and the naive SAM 2 over folds and shots, with intervals
     reproduce.py      execute every notebook in order (`fss-sam2 reproduce`)
 """
 from __future__ import annotations

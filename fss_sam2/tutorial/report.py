@@ -1,25 +1,31 @@
 """Sentences the notebooks print about their own numbers, computed, never written in advance.
 
-Both comparisons rest on one verdict, `relation(x, y, tolerance)`: "higher", "lower" or "level"
-(within the tolerance). Notebook 02 words it for two memory settings of the naive SAM 2
-(`compare_settings`, a fixed tolerance of 0.02 on IoU-like numbers), notebook 07 for two methods
-of a results table (`compare_methods`, twice the spread over episode seeds, in mIoU points).
-The sentences differ, so there are two builders over the one verdict.
+Notebook 02 words `relation(x, y, tolerance)` ("higher", "lower" or "level", within a fixed
+tolerance of 0.02 on IoU-like numbers) for two memory settings of the naive SAM 2
+(`compare_settings`). Notebook 07 compares methods on the same episodes by the 95% interval of
+the paired mIoU difference (`tutorial.grid`, `fss_sam2.stats`): higher or lower only when the
+interval excludes 0 (`compare_methods`, `ablation_findings`, `ablation_verdict`). Notebook 08
+says why the toy is far below the paper, with the numbers measured (`toy_gap`).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
+from ..methods import FULL, NAIVE, PRIORS_ONLY, method_name
+from .tables import GAIN
 
 # notebook 02: the settings of the memory study
 TRACKING = "tracking: same individual"
 EMPTY_MEMORY = "tracking: empty memory mask"
 OTHER_INDIVIDUAL = "clips: another individual, same class"
-# notebook 07: the method labels of `tables.variant`
-FULL = "FSSAM"
-ABLATIONS = (("IMR", "FSSAM w/o IMR"), ("SCMA", "FSSAM w/o SCMA"), ("IMR and SCMA", "FSSAM w/o IMR, SCMA"))
+# notebook 07: the method labels of `methods.method_name`
+NO_IMR, NO_SCMA = method_name({"num_refine": 0}), method_name({"calibrate": False})
+NO_BOTH = method_name({"num_refine": 0, "calibrate": False})
+ABLATIONS = (("IMR", NO_IMR), ("SCMA", NO_SCMA), ("IMR and SCMA", NO_BOTH))
 
 
 def relation(x: float, y: float, tolerance: float) -> str:
@@ -62,38 +68,118 @@ def memory_findings(summary: pd.DataFrame, fss_name: str) -> str:
     return "Measured:\n- " + ";\n- ".join(lines) + ".\n" + verdict
 
 
-# ---- notebook 07: FSSAM against the other rows of the results table ----
+# ---- notebook 07: FSSAM against the other rows, with the grid's paired intervals ----
+# `gains`: by method, {"gain": mIoU points of FSSAM minus the method's, "ci95": [low, high]} on the
+# same episodes (`tables.ablation_deltas` rows of one setting, via `gains_by_method`)
 
 
-def compare_methods(miou: Mapping, std: Mapping, other: str, reference: str = FULL) -> str:
-    """How `reference` does against `other`, from mIoU (%) and its std over seeds (NaN: one
-    seed), both by method: "is level with" when the gap (rounded to 0.1) is within twice the
-    larger std, else "beats" / "does not beat"; with no std at all there is no level band."""
+def gains_by_method(deltas: pd.DataFrame) -> dict[str, dict]:
+    """{method: {"gain", "ci95"}} from the `tables.ablation_deltas` rows of one setting."""
+    columns = (deltas["method"], deltas[GAIN], deltas[f"{GAIN} 95% CI"])
+    return {m: {"gain": g, "ci95": list(ci)} for m, g, ci in zip(*columns)}
+
+
+def interval_text(gain: Mapping) -> str:
+    """"+1.2 points, 95% interval [+0.4, +2.0], excludes 0" for a gain of `gains_by_method`."""
+    low, high = gain["ci95"]
+    excludes = "excludes" if not low <= 0 <= high else "includes"
+    return f"{gain['gain'] + 0.0:+.1f} points, 95% interval [{low + 0.0:+.1f}, {high + 0.0:+.1f}], {excludes} 0"
+
+
+def _verdict(gain: Mapping) -> str:
+    """"higher" / "lower" when the interval of the gain excludes 0 above / below, else "level"."""
+    low, high = gain["ci95"]
+    return "higher" if low > 0 else "lower" if high < 0 else "level"
+
+
+def compare_methods(miou: Mapping, gains: Mapping, other: str, reference: str = FULL) -> str:
+    """How `reference` does against `other`, from mIoU (%) by method and the paired gain of
+    `reference` over `other` (`gains`): "beats" / "is beaten by" when the gain's 95% interval
+    excludes 0, else "is level with"; without a paired interval (other episodes, e.g. the colour
+    baseline's file) the numbers alone, and it says so."""
     if reference not in miou or other not in miou:
         return f"cannot be compared with {other!r} (not evaluated)"
-    gap = round(miou[reference] - miou[other], 1) + 0.0  # + 0.0: no "-0.0"
-    noise = np.nanmax([std[reference], std[other], 0.0])
-    if noise and relation(gap, 0.0, 2 * noise) == "level":
-        verdict, sure = "is level with", f", within twice the seed std of {noise:.1f}"
-    else:
+    head = f"{miou[reference]:.1f} vs {miou[other]:.1f} mIoU"
+    if other not in gains:
+        gap = round(miou[reference] - miou[other], 1) + 0.0  # + 0.0: no "-0.0"
         verdict = "beats" if gap > 0 else "does not beat"
-        sure = ", more than twice the seed std" if noise else ""
-    return f"{verdict} {other}: {miou[reference]:.1f} vs {miou[other]:.1f} mIoU ({gap:+.1f} points{sure})"
+        return f"{verdict} {other}: {head} ({gap:+.1f} points; no paired interval)"
+    verdict = {"higher": "beats", "lower": "is beaten by", "level": "is level with"}[_verdict(gains[other])]
+    return f"{verdict} {other}: {head} ({interval_text(gains[other])})"
 
 
-def ablation_changes(miou: Mapping, full: float) -> dict[str, float]:
-    """Per module switched off ("IMR", "SCMA", "IMR and SCMA", those evaluated): the change of
-    mIoU (points, rounded to 0.1) from `full`, FSSAM's mIoU (%) on the ablations' seed."""
-    return {module: round(miou[other] - full, 1) + 0.0 for module, other in ABLATIONS if other in miou}
-
-
-def ablation_findings(miou: Mapping, full: float, seed: int) -> list[str]:
-    """One line per module switched off (its mIoU change against `full` on episode seed
-    `seed`), then, when no switch changes anything, that the model ignores its query memory."""
-    changes = ablation_changes(miou, full)
-    lines = [f"Removing {module} changes the mIoU by {changes[module]:+.1f} points (seed {seed}: "
-             f"{full:.1f} -> {miou[other]:.1f})." for module, other in ABLATIONS if module in changes]
-    if changes and all(abs(v) < 0.1 for v in changes.values()):
+def ablation_findings(miou: Mapping, gains: Mapping) -> list[str]:
+    """One line per module switched off ("IMR", "SCMA", "IMR and SCMA", those evaluated): its
+    mIoU change from FSSAM's on the same episodes and the paired interval of FSSAM's gain; then,
+    when no switch moves the mIoU by 0.1 point, that the model ignores its query memory."""
+    lines = [f"Removing {module} changes the mIoU from {miou[FULL]:.1f} to {miou[other]:.1f} (FSSAM's gain "
+             f"{interval_text(gains[other])})." for module, other in ABLATIONS if other in miou and other in gains]
+    if lines and all(abs(gains[other]["gain"]) < 0.1 for _, other in ABLATIONS if other in gains):
         lines.append("IMR and SCMA act on the query memory only, and switching them off changes nothing: this trained\n"
                      "model does not use its query memory (notebook 02 checks whether its SAM 2 reads a memory at all).")
     return lines
+
+
+# what each comparison of the ablation tells about which part of FSSAM, and where it is diagnosed
+PARTS = ((NO_IMR, "Iterative Memory Refinement (IMR)", "notebook 04"),
+         (NO_SCMA, "Support-Calibrated Memory Attention (SCMA)", "notebook 05"),
+         (NO_BOTH, "IMR and SCMA together", "notebooks 04 and 05"),
+         (PRIORS_ONLY, "SAM 2 decoding the DINOv2 prior (against the prior alone)", "notebook 03"),
+         (NAIVE, "The pseudo query memory (against the naive SAM 2, a separately trained model)",
+          "notebooks 02 and 03"))
+EFFECT = {"higher": "helped", "lower": "hurt", "level": "made no difference this evaluation can tell from 0"}
+
+
+def ablation_verdict(gains: Mapping, across: Mapping | None = None, seeds: str = "") -> list[str]:
+    """What the ablation says, one line per part of FSSAM evaluated: how much FSSAM gains with
+    it (points, the 95% interval, whether it excludes 0: helped, hurt, or no effect this
+    evaluation can tell from 0), and the notebook with its diagnostics. With `across` (gains
+    over the training seeds `seeds`, hierarchical), those decide, since they also hold the
+    spread of training; the single run's interval holds the episodes' only."""
+    lines = []
+    for method, part, where in PARTS:
+        source, basis = ((across, f"over training seeds {seeds}") if across and method in across
+                         else (gains, "one training run, paired over the episodes"))
+        if method in source:
+            g = source[method]
+            lines.append(f"{part} {EFFECT[_verdict(g)]}: FSSAM's gain {interval_text(g)} ({basis}; "
+                         f"diagnostics: {where}).")
+    return lines
+
+
+def measured_seconds(results: pd.DataFrame) -> str:
+    """The measured evaluation time of every method of `results` (`collect_results` rows with
+    `seconds`), one line: "FSSAM 35 s, FSSAM w/o IMR 16 s, ..."."""
+    timed = results.dropna(subset=["seconds"])
+    return ", ".join(f"{m} {s:.0f} s" for m, s in zip(timed["method"], timed["seconds"]))
+
+
+# ---- notebook 08: the toy against the paper ----
+
+
+def toy_gap(toy: pd.Series, paper: Mapping, paper_size: int, classes: int | None) -> str:
+    """Why the synthetic world's FSSAM (`toy`: a `collect_results` row) scores far below the
+    paper's on the same fold and shot of PASCAL-5i (`paper`: that row of `tables.paper_numbers`),
+    with the numbers measured here: its mIoU and interval, image size, the training run's steps
+    and minutes (its summary.json, when the run folder is there) and the world's classes."""
+    run = None
+    try:
+        checkpoint = json.loads(Path(toy["path"]).read_text()).get("checkpoint")
+        summary = Path(checkpoint).parent / "summary.json" if checkpoint else None
+        run = json.loads(summary.read_text()) if summary and summary.is_file() else None
+    except (OSError, ValueError):
+        pass
+    ci = toy["mIoU 95% CI"]
+    interval = f" (95% interval [{ci[0]:.1f}, {ci[1]:.1f}])" if isinstance(ci, list) else ""
+    trained = (f"FSSAM itself trained {run['steps']} steps in {run['seconds'] / 60:.1f} min" if run
+               else "FSSAM itself trained for minutes")
+    size = f"images are {toy['image_size']:.0f} px instead of {paper_size}; " if pd.notna(toy["image_size"]) else ""
+    world = f"a world of {classes} procedurally drawn classes" if classes else "a tiny procedural world"
+    checked = "" if paper["verified_against_paper"] == "yes" else ", not yet verified against the paper's PDF"
+    published = paper[f"fold{toy['fold']}"]
+    return (f"The paper's FSSAM scores {published:.1f} mIoU on PASCAL-5i fold {toy['fold']}, {toy['shot']}-shot "
+            f"(paper_numbers.csv{checked}); FSSAM on the synthetic world scores {toy['mIoU']:.1f}{interval} on its "
+            f"fold {toy['fold']}, {toy['shot']}-shot. The two are not comparable, and the toy is far below for "
+            f"reasons of budget, not of the method: its SAM 2 and DINOv2 are tiny stand-ins pretrained for minutes "
+            f"on a CPU on the synthetic world, not SAM 2 on SA-1B / SA-V and DINOv2 on LVD-142M; {trained}; {size}"
+            f"and {world} is no PASCAL. It shows that the pipeline runs end to end, not what FSSAM scores.")

@@ -1,21 +1,37 @@
 """Execute every tutorial notebook, in order, with papermill (`fss-sam2 reproduce`).
 
-Each `notebooks/NN_*.ipynb` runs with the notebooks folder as its working directory and gets the
-profile, the device and the build paths as parameters (only those its `parameters` cell defines);
-the executed copies and `timings.json` go to OUT/notebooks. The toy profile regenerates the
-synthetic world, the toy models, the toy results and tables and the figures; the paper profile
-runs the same notebooks on the data and weights given.
+The toy profile first runs the evaluation grid (`tutorial.grid`) into OUT/runs and OUT/results:
+fold 0, 1- and 5-shot, training seed 321 (`make demo`); with `full`, every fold at 1- and
+5-shot, and training seeds 321, 1 and 2 for fold 0, 1-shot (`GRIDS`). Then each
+`notebooks/NN_*.ipynb` runs with the notebooks folder as its working directory and gets the
+profile, the device, the build paths and the grid's shots and training seeds as parameters (only
+those its `parameters` cell defines), so that notebooks 06 and 07 find the grid's runs and
+results and reuse them; the executed copies and `timings.json` go to OUT/notebooks. The paper
+profile runs the same notebooks on the data and weights given (notebook 07 runs the grid of its
+fold on the runs it finds). Smoke runs (CI) skip the grid: the notebooks run theirs, 1-shot.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..config import TrainConfig
+
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 TIMINGS = "timings.json"
+# the grids of the toy profile (keywords of `grid.plan_grid` / `grid.run_grid`): the demo's, and
+# with `full` every fold plus three training seeds of the first setting
+SHOTS = (1, 5)
+DEFAULT_SEED = TrainConfig().seed  # the official training seed
+GRIDS = {
+    "demo": ({"folds": (0,), "shots": SHOTS, "training_seeds": (DEFAULT_SEED,)},),
+    "full": ({"folds": (0, 1, 2, 3), "shots": SHOTS, "training_seeds": (DEFAULT_SEED,)},
+             {"folds": (0,), "shots": (1,), "training_seeds": (DEFAULT_SEED, 1, 2)}),
+}
 
 
 class NotebookFailed(RuntimeError):
@@ -133,13 +149,47 @@ def run_notebooks(notebooks: list[Path], out_dir: str | Path, parameters: dict, 
     return timings
 
 
+def reproduction_grids(profile: str, full: bool = False, smoke: bool = False,
+                       train_shots: Sequence[int] = (1,)) -> list[dict]:
+    """The grids `reproduce` runs before the notebooks, as keywords of `grid.plan_grid` /
+    `grid.run_grid`: the toy profile's `GRIDS` ("full" or "demo") with those of `train_shots`
+    each grid evaluates (and 1, the weights the other shots fall back to); none in
+    smoke runs (the CI world is too small for 5-shot episodes; notebook 07 runs its own grid) or
+    for the paper profile (`full` is the toy's: a paper setting trains for hours on GPUs)."""
+    if full and profile != "toy":
+        raise ValueError("--full: the toy profile only (the paper profile trains one `fss-sam2 train` per setting)")
+    if smoke or profile != "toy":
+        return []
+    other = sorted(set(train_shots) - set(SHOTS))
+    if other:
+        raise ValueError(f"--train-shots {' '.join(map(str, train_shots))}: the grid evaluates shots "
+                         f"{', '.join(map(str, SHOTS))}, not {', '.join(map(str, other))}")
+    return [{**g, "train_shots": tuple(k for k in train_shots if k in g["shots"] or k == 1)}
+            for g in GRIDS["full" if full else "demo"]]
+
+
 def reproduce(profile: str = "toy", out: str | Path = "build", notebooks_dir: str | Path = "notebooks",
               smoke: bool = False, device: str = "cpu", progress: bool = True, data_root: str | Path | None = None,
-              sam2_checkpoint: str | None = None, dino_checkpoint: str | None = None, **optional) -> dict:
-    """Run every notebook of `notebooks_dir` with `profile` into OUT/notebooks; returns the
-    seconds each took (also in OUT/notebooks/timings.json). `optional`: see `notebook_parameters`."""
+              sam2_checkpoint: str | None = None, dino_checkpoint: str | None = None, full: bool = False,
+              train_shots: Sequence[int] = (1,), **optional) -> dict:
+    """Run the grids of `reproduction_grids`, then every notebook of `notebooks_dir` with
+    `profile` into OUT/notebooks; returns the seconds each notebook took (also in
+    OUT/notebooks/timings.json) and, under "grid", the grids' seconds. `optional`: see
+    `notebook_parameters`."""
     params = notebook_parameters(profile, out, notebooks_dir, smoke, device, data_root, sam2_checkpoint,
                                  dino_checkpoint, **optional)
-    return run_notebooks(find_notebooks(notebooks_dir), Path(out) / "notebooks", params, progress)
+    grids = reproduction_grids(profile, full, smoke, train_shots)
+    timings = {}
+    if grids:
+        from .grid import run_grid  # torch, the toy: loaded when a grid runs, not by every `fss-sam2` command
 
-
+        start = time.perf_counter()
+        for g in grids:
+            run_grid(profile, params["DATA_ROOT"], params["RUNS_DIR"], params["RESULTS_DIR"], device=device,
+                     cache_dir=params["CACHE_DIR"], workers=optional.get("workers"), progress=progress, **g)
+        timings["grid"] = round(time.perf_counter() - start, 1)
+    first = grids[0] if grids else {"shots": (1,), "train_shots": tuple(train_shots)}
+    seeds = sorted({s for g in grids for s in g["training_seeds"]} | {DEFAULT_SEED},
+                   key=lambda s: (s != DEFAULT_SEED, s))
+    params |= {"SHOTS": list(first["shots"]), "TRAIN_SHOTS": list(first["train_shots"]), "TRAINING_SEEDS": seeds}
+    return {**timings, **run_notebooks(find_notebooks(notebooks_dir), Path(out) / "notebooks", params, progress)}

@@ -93,7 +93,7 @@ class Tutorial:
     def model(self, **switches):
         """FSSAM in eval mode on the session device (switches: see `FSSAM`)."""
         if self.profile == "toy":
-            paths = (standins.ensure_toy_standins(self.source.root, self.cache_dir, fold=self.fold, seed=self.seed,
+            paths = (standins.ensure_toy_standins(self.source.root, self.cache_dir, seed=self.seed,
                                                   device=self.device)
                      if self.pretrained else None)
             if not self.pretrained and self.checkpoint is None:

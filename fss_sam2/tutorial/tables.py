@@ -3,7 +3,10 @@
 A result file is the `results.json` of `fss-sam2 evaluate` (one fold: miou, fb_iou, per_class,
 seeds, dataset, synthetic, config, checkpoint, episodes; fractions in [0, 1]) or of
 `fss-sam2 baseline` (several folds under `folds`, a `model` name). Tables hold percentages, the
-paper's unit; `formatted` prints them with one decimal and leaves missing values blank.
+paper's unit; `formatted` prints them with one decimal and leaves missing values blank. Intervals
+are 95% bootstrap intervals over the episodes (`fss_sam2.stats`): of a result's mIoU
+(`miou_ci95` in results.json) and of the paired mIoU differences of the grid's ablation file
+(`ablations_<dataset>.json`, `tutorial.grid`).
 
 Published numbers come only from the package file `resources/paper_numbers.csv`, each row with
 its source. Rows measured here say MEASURED in their `source` column, and rows measured on the
@@ -25,23 +28,31 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..config import ModelConfig
+from ..config import ModelConfig, TrainConfig
 from ..constants import SYNTHETIC_NOTE
 from ..data.folds import COCO_CLASSES, NUM_FOLDS, PASCAL_CLASSES
+from ..data.sources import ListSource
+from ..methods import FULL, method_name
+from ..methods import SWITCHES as MODEL_SWITCHES
 
 FOLDS = [f"fold {i}" for i in range(NUM_FOLDS)]
 PERCENT_COLUMNS = (*FOLDS, "mean", "FB-IoU", "mIoU", "mIoU std")
+GAIN = f"{FULL} gain"  # mIoU(FSSAM) - mIoU(the row's method), points, on the same episodes
+INTERVAL_COLUMNS = ("mIoU 95% CI", "FB-IoU 95% CI", f"{GAIN} 95% CI")  # [low, high] in %
+ABLATIONS = "ablations_{dataset}.json"  # the grid's paired differences, in its results folder
+DEFAULT_TRAINING_SEED = TrainConfig().seed  # the official one; other seeds are named in the tables
 MEASURED = "measured here"
 AUTHORS = "authors' checkpoint"  # added to the label of runs of the authors' released weights
+CI_NOTE = "[low, high]: 95% bootstrap interval of the mIoU over the episodes (first episode seed)."
 PAPER_METHOD = "FSSAM"
 DATASET_NAMES = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "toy": "synthetic world"}
 SAM2_NAMES = {"small": "SAM2-S", "base_plus": "SAM2-B+", "large": "SAM2-L"}
 DINO_NAMES = {"vits14": "DINOv2-S", "vitb14": "DINOv2-B", "vitl14": "DINOv2-L", "vitg14": "DINOv2-G"}
 SWITCHES = ("num_refine", "calibrate", "query_memory", "priors_only")  # None for models other than FSSAM
 RESULT_COLUMNS = [
-    "method", "dataset", "fold", "shot", "backbone", "sam2", "mIoU", "FB-IoU", "seeds", "mIoU std",
-    "synthetic", "episodes", "checkpoint", "num_refine", "calibrate", "query_memory", "priors_only",
-    "per_class", "path",
+    "method", "dataset", "fold", "shot", "backbone", "sam2", "mIoU", "mIoU 95% CI", "FB-IoU", "FB-IoU 95% CI",
+    "seeds", "mIoU std", "synthetic", "episodes", "seconds", "checkpoint", "trained shot", "training seed",
+    "num_refine", "calibrate", "query_memory", "priors_only", "image_size", "per_class", "root", "path",
 ]
 TABLE_COLUMNS = ["dataset", "method", "backbone", *FOLDS, "mean", "FB-IoU", "source", "verified against paper"]
 
@@ -63,34 +74,6 @@ def _model_defaults() -> dict:
     return asdict(ModelConfig())
 
 
-def variant(model: Mapping, shot: int = 1) -> str:
-    """The method label of a run from its `config.model` switches (missing keys: the defaults).
-
-    "FSSAM", "FSSAM w/o IMR", "FSSAM w/o SCMA", "FSSAM w/o IMR, SCMA", "IMR rounds = r",
-    "SAM 2 (support as memory)", "priors only"; non-default refinement version, bias scale or
-    K-shot calibration are added in parentheses."""
-    d = _model_defaults()
-    m = {**d, **model}
-    r, cal = m["num_refine"], m["calibrate"]
-    if m["priors_only"]:
-        return "priors only"
-    if not m["query_memory"]:
-        return "SAM 2 (support as memory)"
-    if r not in (0, d["num_refine"]):
-        name = f"IMR rounds = {r}" + ("" if cal else ", w/o SCMA")
-    else:
-        off = (["IMR"] if r == 0 else []) + ([] if cal else ["SCMA"])
-        name = "FSSAM w/o " + ", ".join(off) if off else "FSSAM"
-    notes = []
-    if r and m["refine_version"] != d["refine_version"]:
-        notes.append(f"IMR {m['refine_version']}")
-    if cal and m["bias_scale"] != d["bias_scale"]:
-        notes.append(f"bias scale {m['bias_scale']:g}")
-    if cal and shot > 1 and m["kshot_calibration"] != d["kshot_calibration"]:
-        notes.append(f"{m['kshot_calibration']} {shot}-shot calibration")
-    return f"{name} ({', '.join(notes)})" if notes else name
-
-
 def _backbone(model: Mapping, defaults: Mapping) -> str:
     sam2, dino = model.get("sam2", defaults["sam2"]), model.get("dino", defaults["dino"])
     return f"{SAM2_NAMES.get(sam2, f'SAM2 {sam2}')} + {DINO_NAMES.get(dino, f'DINOv2 {dino}')}"
@@ -102,8 +85,18 @@ def _fraction(path: Path, key: str, value) -> float:
     return float(value)
 
 
+def _interval(path: Path, key: str, value) -> list[float] | float:
+    """A [low, high] interval of fractions as percentages; NaN when the file has none."""
+    if value is None:
+        return math.nan
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{path}: {key}={value!r} is not an interval [low, high]")
+    return [100 * _fraction(path, key, v) for v in value]
+
+
 def _run_numbers(path: Path, run: Mapping, where: str) -> dict:
-    """mIoU, FB-IoU (%), seeds, sample std of the per-seed mIoU (%), per-class IoU (%) of one fold."""
+    """mIoU, FB-IoU (%) and their 95% intervals, seeds, sample std of the per-seed mIoU (%),
+    seconds, per-class IoU (%) of one fold."""
     seeds = run.get("seeds") or []
     per_seed = [s for s in (seeds.values() if isinstance(seeds, Mapping) else seeds) if isinstance(s, Mapping)]
     seed_miou = [_fraction(path, f"{where}seeds[].miou", s.get("miou")) for s in per_seed]
@@ -114,12 +107,16 @@ def _run_numbers(path: Path, run: Mapping, where: str) -> dict:
     std = (run.get("std") or {}).get("miou")  # `fss-sam2 evaluate` with several seeds: sample std
     if std is None:
         std = float(np.std(seed_miou, ddof=1)) if len(seed_miou) > 1 else math.nan
+    seconds = [s["seconds"] for s in per_seed if isinstance(s.get("seconds"), (int, float))]
     return {
         "mIoU": 100 * _fraction(path, f"{where}miou", miou),
+        "mIoU 95% CI": _interval(path, f"{where}miou_ci95", run.get("miou_ci95")),
         "FB-IoU": 100 * _fraction(path, f"{where}fb_iou", fb_iou),
+        "FB-IoU 95% CI": _interval(path, f"{where}fb_iou_ci95", run.get("fb_iou_ci95")),
         "seeds": max(len(seeds), 1),
         "mIoU std": 100 * std,
         "episodes": run.get("episodes"),
+        "seconds": sum(seconds) if seconds else math.nan,
         "per_class": {int(c): 100 * _fraction(path, f"{where}per_class[{c}]", v)
                       for c, v in (run.get("per_class") or {}).items()},
     }
@@ -151,7 +148,9 @@ def read_result(path: str | Path) -> list[dict]:
     if other:
         method, backbone, m = data["model"], "none", dict.fromkeys(SWITCHES + ("sam2",))
     else:
-        method, backbone, m = variant(cmodel, int(shot)), _backbone(cmodel, d), {**d, **cmodel}
+        # the switches of the model as evaluated (results.json records them) win over its config's
+        m = {**d, **cmodel, **{k: data[k] for k in MODEL_SWITCHES if k in data}}
+        method, backbone = method_name(m, int(shot)), _backbone(cmodel, d)
         if data.get("checkpoint_kind") == "official":
             method += f" [{AUTHORS}]"
     checkpoint = data.get("checkpoint")
@@ -166,7 +165,11 @@ def read_result(path: str | Path) -> list[dict]:
             **_run_numbers(path, run, where),
             "synthetic": bool(data.get("synthetic")) or dataset == "toy",
             "checkpoint": Path(checkpoint).name if checkpoint else "",
+            "trained shot": data.get("trained_shot"),
+            "training seed": data.get("training_seed"),
             **{k: m[k] for k in SWITCHES},
+            "image_size": data.get("image_size"),
+            "root": data.get("root"),
             "path": str(path),
         }
         for fold, run, where in runs
@@ -226,14 +229,32 @@ def _setting(results: pd.DataFrame) -> str:
     return f", {DATASET_NAMES.get(dataset, dataset)}, {results['shot'].iloc[0]}-shot"
 
 
-def _measured_rows(results: pd.DataFrame, order, extra=None) -> tuple[list[dict], list[dict]]:
-    """One table row per (method, backbone), folds side by side, and their per-fold
-    std over seeds; mean and FB-IoU only when all folds are there (the paper's means). Rows are
-    sorted by `order(first result row)`; `extra(first result row)` adds columns."""
-    rows, stds = [], []
-    groups = sorted(results.groupby(["method", "backbone"]), key=lambda kg: order(kg[1].iloc[0]))
-    for (method, backbone), g in groups:
+def _label(method: str, training_seed) -> str:
+    """The method, with its training seed when it is not the official one."""
+    if pd.isna(training_seed) or int(training_seed) == DEFAULT_TRAINING_SEED:
+        return method
+    return f"{method} [training seed {int(training_seed)}]"
+
+
+def _seed_rank(training_seed) -> tuple[int, int]:
+    """The official training seed (or none known) first, then the others in order."""
+    if pd.isna(training_seed) or int(training_seed) == DEFAULT_TRAINING_SEED:
+        return 0, 0
+    return 1, int(training_seed)
+
+
+def _measured_rows(results: pd.DataFrame, order, extra=None) -> tuple[list[dict], list[dict], list[dict]]:
+    """One table row per (method, backbone, training seed), folds side by side, with their
+    per-fold std over episode seeds and 95% intervals; mean and FB-IoU only when all folds are
+    there (the paper's means). Rows are sorted by `order(first result row)`; `extra(first result
+    row)` adds columns."""
+    rows, stds, cis = [], [], []
+    # a result that does not record its training seed (older files, the authors' weights) sits with the official one
+    seeds = results["training seed"].astype(float).fillna(DEFAULT_TRAINING_SEED)
+    groups = results.assign(**{"training seed": seeds}).groupby(["method", "backbone", "training seed"])
+    for (method, backbone, seed), g in sorted(groups, key=lambda kg: order(kg[1].iloc[0])):
         first = g.iloc[0]
+        method = _label(method, seed)
         dup = g[g["fold"].duplicated(keep=False)]
         if not dup.empty:
             warnings.warn(f"{method} ({backbone}): several results for fold(s) {sorted(set(dup['fold']))} "
@@ -256,13 +277,17 @@ def _measured_rows(results: pd.DataFrame, order, extra=None) -> tuple[list[dict]
             **(extra(first) if extra else {}),
         })
         stds.append({col: g["mIoU std"].get(i, math.nan) for i, col in enumerate(FOLDS)})
-    return rows, stds
+        cis.append({col: g["mIoU 95% CI"].get(i, math.nan) for i, col in enumerate(FOLDS)})
+    return rows, stds, cis
 
 
-def _table(rows: list[dict], stds: list[dict], columns: list[str], caption: str) -> pd.DataFrame:
+def _table(rows: list[dict], stds: list[dict], cis: list[dict], columns: list[str], caption: str) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=columns)
     df.attrs["std"] = pd.DataFrame(stds, columns=FOLDS, index=df.index)
-    df.attrs["caption"] = caption + (f" Rows marked synthetic: {SYNTHETIC_NOTE}." if _has_synthetic(df) else "")
+    df.attrs["ci"] = pd.DataFrame(cis, columns=FOLDS, index=df.index)
+    has_ci = any(isinstance(v, list) for row in cis for v in row.values())
+    df.attrs["caption"] = (caption + (f" {CI_NOTE}" if has_ci else "")
+                           + (f" Rows marked synthetic: {SYNTHETIC_NOTE}." if _has_synthetic(df) else ""))
     return df
 
 
@@ -290,13 +315,14 @@ def main_table(results: pd.DataFrame, dataset: str, shot: int, paper_dataset: st
         }
         for _, r in paper.iterrows()
     ]
-    ours, ours_std = _measured_rows(results[(results["dataset"] == dataset) & (results["shot"] == shot)],
-                                    lambda r: (r["method"].split(" [")[0] != PAPER_METHOD, *_ablation_order(r)))
+    ours, ours_std, ours_ci = _measured_rows(results[(results["dataset"] == dataset) & (results["shot"] == shot)],
+                                             lambda r: (r["method"].split(" [")[0] != PAPER_METHOD,
+                                                        *_ablation_order(r)))
     caption = (f"{DATASET_NAMES.get(dataset, dataset)}, {shot}-shot: mIoU (%) per fold and mean over the "
                f"{NUM_FOLDS} folds, FB-IoU (%); published rows ({DATASET_NAMES.get(paper_dataset, paper_dataset)}) "
                f"from paper_numbers.csv with their sources; blank = not reported or not measured "
                f"(our mean and FB-IoU need all {NUM_FOLDS} folds).")
-    return _table(rows + ours, [{}] * len(rows) + ours_std, TABLE_COLUMNS, caption)
+    return _table(rows + ours, [{}] * len(rows) + ours_std, [{}] * len(rows) + ours_ci, TABLE_COLUMNS, caption)
 
 
 def _ablation_order(r: pd.Series) -> tuple:
@@ -321,9 +347,9 @@ def _switches(row: pd.Series) -> dict:
 
 def _variant_table(results: pd.DataFrame, caption: str, order) -> pd.DataFrame:
     """Measured rows of `results` sorted by `order(first result row)`, with their switches."""
-    rows, stds = _measured_rows(results, order, _switches)
+    rows, stds, cis = _measured_rows(results, order, _switches)
     columns = ["method", "PPG", "IMR", "SCMA", "IMR rounds", *TABLE_COLUMNS[2:-1]]
-    return _table(rows, stds, columns, caption)
+    return _table(rows, stds, cis, columns, caption)
 
 
 def ablation_table(results: pd.DataFrame, dataset: str | None = None, shot: int | None = None) -> pd.DataFrame:
@@ -347,6 +373,63 @@ def rounds_table(results: pd.DataFrame, dataset: str | None = None, shot: int | 
     return table.drop(columns=["PPG", "IMR", "SCMA"])
 
 
+# ---- intervals: every result and the grid's paired differences ----
+
+
+def ablation_deltas(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """The paired mIoU differences of the grid's ablation files (`ABLATIONS`, written by
+    `tutorial.grid`), one row per compared method and setting, in points: `GAIN` = mIoU(FSSAM) -
+    mIoU(method) on the same episodes with its 95% interval, whether that excludes 0, and the
+    training seeds it covers ("321": one run, paired over episodes; "321, 1, 2": the mean over
+    training runs, hierarchical bootstrap over training seeds and episodes)."""
+    rows = []
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        try:
+            data = json.loads(Path(path).read_text())
+            entries = [(e, [e["training_seed"]]) for e in data["settings"]]
+            entries += [(e, e["training_seeds"]) for e in data["across_training_seeds"]]
+            rows += [{
+                "dataset": data["dataset"], "fold": e["fold"], "shot": e["shot"],
+                "training seeds": ", ".join(map(str, seeds)), "method": c["method"],
+                GAIN: 100 * c["delta"], f"{GAIN} 95% CI": [100 * v for v in c["ci95"]],
+                "excludes 0": c["excludes_zero"], "synthetic": data["synthetic"],
+            } for e, seeds in entries for c in e["comparisons"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not an ablation file of the grid ({type(e).__name__}: {e})") from None
+    columns = ["dataset", "fold", "shot", "training seeds", "method", GAIN, f"{GAIN} 95% CI", "excludes 0", "synthetic"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def results_table(results: pd.DataFrame, deltas: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per result of `collect_results` (a method on one fold and shot), with its mIoU and
+    FB-IoU and their 95% intervals, the measured seconds and, from `deltas` (`ablation_deltas`),
+    what FSSAM gains over it on the same episodes (`GAIN`, with its paired interval). Sorted by
+    dataset, shot, fold, training seed, then as the paper's ablation."""
+    results = results.copy()
+    results["training seeds"] = results["training seed"].map(
+        lambda s: "" if pd.isna(s) else str(int(s)))
+    if deltas is not None and not deltas.empty:
+        single = deltas[~deltas["training seeds"].str.contains(",")]
+        results = results.merge(single[["dataset", "fold", "shot", "training seeds", "method", GAIN, f"{GAIN} 95% CI"]],
+                                on=["dataset", "fold", "shot", "training seeds", "method"], how="left")
+    else:
+        results[GAIN], results[f"{GAIN} 95% CI"] = math.nan, math.nan
+    results["method"] = [_label(m, s) for m, s in zip(results["method"], results["training seed"])]
+    order = [(r["dataset"], r["shot"], r["fold"], _seed_rank(r["training seed"]),
+              *(_ablation_order(r) if pd.notna(r["num_refine"]) else (-1, r["method"])))
+             for _, r in results.iterrows()]
+    results = results.iloc[sorted(range(len(results)), key=order.__getitem__)].reset_index(drop=True)
+    columns = ["dataset", "fold", "shot", "method", "mIoU", "mIoU 95% CI", "FB-IoU", "FB-IoU 95% CI", GAIN,
+               f"{GAIN} 95% CI", "trained shot", "episodes", "seconds", "synthetic"]
+    table = results[columns]
+    table.attrs["caption"] = (
+        f"mIoU and FB-IoU (%) with 95% bootstrap intervals over the episodes (first episode seed); {GAIN}: "
+        f"mIoU points of FSSAM minus the row's, paired over the same episodes, with its interval; trained shot: "
+        f"the shot its weights were trained at; seconds: the evaluation's measured time."
+        + (f" Rows marked synthetic: {SYNTHETIC_NOTE}." if _has_synthetic(table) else ""))
+    return table
+
+
 # ---- output ----
 
 
@@ -356,10 +439,14 @@ def _has_synthetic(df: pd.DataFrame) -> bool:
     return "source" in df and bool(df["source"].astype(str).str.contains(SYNTHETIC_NOTE, regex=False).any())
 
 
+def _interval_text(value) -> str:
+    return f"[{value[0]:.1f}, {value[1]:.1f}]" if isinstance(value, (list, tuple)) else ""
+
+
 def formatted(df: pd.DataFrame) -> pd.DataFrame:
-    """`df` as text: percentages with one decimal (and "± std" over seeds where known), missing
-    values blank, never 0."""
-    std = df.attrs.get("std")
+    """`df` as text: percentages with one decimal (and "± std" over seeds, "[low, high]" 95%
+    intervals where known), gains signed, seconds whole, missing values blank, never 0."""
+    std, ci = df.attrs.get("std"), df.attrs.get("ci")
     out = df.astype(object).where(df.notna(), "")
     for col in PERCENT_COLUMNS:
         if col not in df:
@@ -368,7 +455,15 @@ def formatted(df: pd.DataFrame) -> pd.DataFrame:
             if pd.isna(v):
                 continue
             s = std.at[i, col] if std is not None and col in std else math.nan
-            out.at[i, col] = f"{v:.1f}" + (f" ± {s:.1f}" if not pd.isna(s) else "")
+            interval = _interval_text(ci.at[i, col]) if ci is not None and col in ci else ""
+            out.at[i, col] = (f"{v:.1f}" + (f" ± {s:.1f}" if not pd.isna(s) else "")
+                              + (f" {interval}" if interval else ""))
+    for col in INTERVAL_COLUMNS:
+        if col in df:
+            out[col] = df[col].map(_interval_text)
+    for col, text in ((GAIN, "{:+.1f}"), ("seconds", "{:.0f}"), ("trained shot", "{:.0f}")):
+        if col in df:
+            out[col] = df[col].map(lambda v: "" if pd.isna(v) else text.format(v + 0.0))  # + 0.0: no "-0.0"
     return out
 
 
@@ -431,13 +526,66 @@ def fold_bars(table: pd.DataFrame, title: str | None = None) -> Figure:
     return fig
 
 
+def dataset_class_names(dataset: str, root: str | None) -> list[str] | None:
+    """The class names of a dataset: PASCAL-5i's and COCO-20i's, or those of the root a result
+    was measured on (its fss_meta.json: the synthetic world's); None when unknown."""
+    if dataset in ("pascal", "coco"):
+        return {"pascal": PASCAL_CLASSES, "coco": COCO_CLASSES}[dataset]
+    try:
+        return ListSource(root).class_names if root else None
+    except (OSError, ValueError):
+        return None
+
+
+def method_bars(results: pd.DataFrame, shot: int, title: str | None = None) -> Figure:
+    """mIoU and FB-IoU (%) of every method of `results` (`collect_results`) at `shot`, one bar
+    per fold (its novel classes named in the legend), 95% intervals as error bars, y from 0 to
+    100: the measured rows of one setting side by side."""
+    results = results[results["shot"] == shot]
+    if results.empty:
+        raise ValueError(f"method_bars: no results at {shot}-shot")
+    labels = [_label(m, s) for m, s in zip(results["method"], results["training seed"])]
+    results = results.assign(label=labels)
+    order = {label: (_seed_rank(r["training seed"]),
+                     *(_ablation_order(r) if pd.notna(r["num_refine"]) else (-1, label)))
+             for label, (_, r) in zip(labels, results.iterrows())}
+    methods = sorted(set(labels), key=order.__getitem__)
+    folds = sorted(results["fold"].unique())
+    fig, axes = plt.subplots(1, 2, figsize=(2.5 + 0.9 * len(methods) * max(1, len(folds) / 2), 4.4), sharey=True)
+    width = 0.8 / len(folds)
+    x = np.arange(len(methods))
+    for ax, metric in zip(axes, ("mIoU", "FB-IoU")):
+        for j, fold in enumerate(folds):
+            g = results[results["fold"] == fold].drop_duplicates("label", keep="last").set_index("label")
+            values = np.array([g[metric].get(m, math.nan) for m in methods])
+            intervals = [g[f"{metric} 95% CI"].get(m, math.nan) for m in methods]
+            err = np.array([[v - c[0], c[1] - v] if isinstance(c, list) else [0.0, 0.0]
+                            for v, c in zip(values, intervals)]).T  # (2,M): below, above
+            first = g.iloc[0]
+            names = dataset_class_names(first["dataset"], first["root"])
+            classes = ", ".join(names[c - 1] if names else str(c) for c in sorted(first["per_class"]))
+            ax.bar(x - 0.4 + width * (j + 0.5), np.nan_to_num(values), width, yerr=err, capsize=2,
+                   label=f"fold {fold}: {classes}" if classes else f"fold {fold}")
+        ax.set_xticks(x, methods, rotation=35, ha="right", fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(metric)
+    axes[0].legend(fontsize=7, loc="upper left")
+    synthetic = bool(results["synthetic"].any())
+    dataset = results["dataset"].iloc[0]
+    head = title or f"{DATASET_NAMES.get(dataset, dataset)}, {shot}-shot: every method (error bars: 95% intervals)"
+    fig.suptitle(head + (f"\n[{SYNTHETIC_NOTE}]" if synthetic else ""), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def class_bars(result: pd.Series, class_names: list[str] | None = None) -> Figure:
     """Per-class IoU (%) of one row of `collect_results`, with its mIoU as a line. Class names
-    default to PASCAL's / COCO's for those datasets."""
+    default to `dataset_class_names` (PASCAL's, COCO's, or those of the result's root)."""
     per_class = result["per_class"]
     if not per_class:
         raise ValueError(f"class_bars: {result['path']} holds no per-class IoU")
-    names = class_names or {"pascal": PASCAL_CLASSES, "coco": COCO_CLASSES}.get(result["dataset"])
+    names = class_names or dataset_class_names(result["dataset"], result.get("root"))
     classes = sorted(per_class)
     labels = [names[c - 1] if names else f"class {c}" for c in classes]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 0.35 * len(classes)), 3.2))

@@ -1,12 +1,22 @@
-"""Plotting helpers shared by the tutorials: episodes, mask and heat overlays, grids of maps.
+"""Plotting helpers shared by the tutorials: episodes, mask outlines and heat maps, grids of maps,
+and the few numbers the notebooks print beside their figures.
 
 Every function takes tensors or arrays (images (3,H,W) in 0..255 or (H,W,3) uint8; masks and
 maps (H,W), leading size-1 dimensions allowed) and returns its matplotlib Figure; `savefig`
 writes one as a PNG for `figures/`. Outside a notebook and without a display, matplotlib runs
 headless (Agg).
+
+One convention for every figure:
+- masks are outlines (matplotlib contour at 0.5), never fills, so that the objects keep their
+  own colours: ground truth and support masks in white (MASK_COLOR), predictions in orange
+  (PRED_COLOR), cells of a memory grid dashed (REGION_COLOR), each line on a dark halo; the
+  255 "ignore" band is a light grey wash (it is a thin band along the boundaries);
+- every heat map has a colour bar; probability-like maps (priors, similarities, W, the
+  calibration map, attention) use PROB_CMAP, differences DIFF_CMAP centred on 0.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -24,14 +34,19 @@ if (
     matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..constants import IGNORE  # noqa: E402
 
-MASK_COLOR = "#2ca02c"  # ground truth and support masks
-PRED_COLOR = "#ff7f0e"  # predictions
-IGNORE_COLOR = "#d0d0d0"  # the 255 band
+MASK_COLOR = "white"  # ground truth and support masks (outlines)
+PRED_COLOR = "#ff7f0e"  # predictions (outlines)
+REGION_COLOR = "#17becf"  # cells of a memory grid (dashed outlines)
+IGNORE_COLOR = "#d0d0d0"  # the 255 band (a light wash)
+PROB_CMAP = "viridis"  # every probability-like map
+DIFF_CMAP = "RdBu_r"  # differences, centred on 0 (`diff_limits`)
+HALO = (patheffects.withStroke(linewidth=2.8, foreground="black"),)  # under every outline
 STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 100,
@@ -42,12 +57,21 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "image.interpolation": "nearest",
+    "image.cmap": PROB_CMAP,
 }
 
 
 def use_style() -> None:
     """The tutorials' matplotlib style (small fonts, crisp maps); call once per notebook."""
     plt.rcParams.update(STYLE)
+
+
+def diff_limits(*maps) -> tuple[float, float]:
+    """(vmin, vmax) symmetric about 0 covering every value of `maps`: the colour limits of a
+    difference map drawn with DIFF_CMAP (0 is the centre colour)."""
+    top = max((float(np.nanmax(np.abs(to_numpy(m)))) for m in maps), default=0.0)
+    top = top or 1.0
+    return -top, top
 
 
 # ---- conversions ----
@@ -113,12 +137,29 @@ def _blank(ax) -> None:
         side.set_visible(False)
 
 
-def _contour(ax, region: np.ndarray, w: float, h: float, color: str) -> None:
-    """Draw the boundary of a boolean region (any resolution) stretched over (0..w, 0..h)."""
-    if region.any() and not region.all():
-        rh, rw = region.shape
-        ys, xs = (np.arange(rh) + 0.5) * h / rh, (np.arange(rw) + 0.5) * w / rw
-        ax.contour(xs, ys, region.astype(float), levels=[0.5], colors=color, linewidths=1.2)
+def _contour(ax, region, w: float, h: float, color: str, dashed: bool = False) -> None:
+    """Draw the boundary of a boolean region (any resolution) stretched over (0..w, 0..h): the
+    contour at 0.5 of the region sampled (nearest) at the pixel centres of a (h,w) raster, so
+    that the cells of a coarse grid keep their square edges; closed along the image border."""
+    region = np.asarray(region, dtype=bool)
+    if not region.any():
+        return
+    rh, rw = region.shape
+    ph, pw = max(round(h), rh), max(round(w), rw)
+    rows = np.minimum(((np.arange(ph) + 0.5) * rh / ph).astype(int), rh - 1)
+    cols = np.minimum(((np.arange(pw) + 0.5) * rw / pw).astype(int), rw - 1)
+    fine = np.pad(region[rows][:, cols].astype(float), 1)  # a False frame: contours close at the border
+    ys, xs = (np.arange(-1, ph + 1) + 0.5) * h / ph, (np.arange(-1, pw + 1) + 0.5) * w / pw
+    lines = ax.contour(xs, ys, fine, levels=[0.5], colors=color, linewidths=1.3,
+                       linestyles="--" if dashed else "-")
+    lines.set(path_effects=list(HALO))
+
+
+def _colorbar(fig, mappable, ax, label: str | None = None):
+    bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+    if label:
+        bar.set_label(label)
+    return bar
 
 
 def overlay(
@@ -129,32 +170,37 @@ def overlay(
     ax=None,
     title: str | None = None,
     color: str = MASK_COLOR,
-    alpha: float = 0.5,
+    alpha: float = 0.6,
     outline=None,
-    cmap: str = "magma",
+    cells=None,
+    cmap: str = PROB_CMAP,
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
-    colorbar: bool = False,
+    colorbar: bool = True,
 ) -> Figure:
-    """An image with a binary mask ({0,1,255}: 1 filled in `color`, 255 grey) and/or a heat map
-    (any resolution, stretched over the image), and the boundary of `outline` drawn in white."""
+    """An image with the outline of a binary mask ({0,1,255}: the boundary of the 1s in `color`,
+    255 a light grey wash), and/or a heat map (any resolution, stretched over the image at
+    `alpha`, with its colour bar unless `colorbar=False`), the outline of `outline` (e.g. the
+    ground truth) in MASK_COLOR and the cells of `cells` (a bool map of a coarse grid) dashed."""
     fig, ax = _axes(ax)
     img = to_image(image)
     h, w = img.shape[:2]
     ax.imshow(img, extent=(0, w, h, 0))
+    if heat is not None:
+        im = ax.imshow(to_map(heat), extent=(0, w, h, 0), cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha)
+        if colorbar:
+            _colorbar(fig, im, ax)
     if mask is not None:
         m = to_map(mask)
-        rgba = np.zeros((*m.shape, 4))
-        rgba[m == 1] = (*to_rgb(color), alpha)
-        rgba[m == IGNORE] = (*to_rgb(IGNORE_COLOR), alpha * 0.6)
-        ax.imshow(rgba, extent=(0, w, h, 0))
+        if (m == IGNORE).any():
+            rgba = np.zeros((*m.shape, 4))
+            rgba[m == IGNORE] = (*to_rgb(IGNORE_COLOR), 0.45)
+            ax.imshow(rgba, extent=(0, w, h, 0))
         _contour(ax, m == 1, w, h, color)
-    if heat is not None:
-        im = ax.imshow(to_map(heat), extent=(0, w, h, 0), cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6)
-        if colorbar:
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     if outline is not None:
-        _contour(ax, to_map(outline) == 1, w, h, "white")
+        _contour(ax, to_map(outline) == 1, w, h, MASK_COLOR)
+    if cells is not None:
+        _contour(ax, to_map(cells).astype(bool), w, h, REGION_COLOR, dashed=True)
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     _blank(ax)
@@ -164,6 +210,7 @@ def overlay(
 
 
 EPISODE_KEYS = ("query", "query_label", "supports", "support_masks", "cls")
+PREDICTION_TITLE = "prediction (orange; white: GT)"
 
 
 def _episode_rows(episode) -> list[Mapping]:
@@ -182,9 +229,10 @@ def show_episode(
     title: str | None = None,
     size: float = 2.2,
 ) -> Figure:
-    """One episode per row: its K supports with their masks, the query with its ground truth and,
-    if given, the prediction (a mask or probabilities, thresholded at 0.5: (S,S) for one
-    episode, (B,S,S) or a sequence for several).
+    """One episode per row: its K supports with their masks outlined (white), the query with its
+    ground truth outlined (white) and, if given, the prediction (a mask or probabilities,
+    outlined at 0.5 in orange over the white ground truth: (S,S) for one episode, (B,S,S) or a
+    sequence for several).
 
     `episode`: a sample of `EpisodeDataset` (`supports` (K,3,S,S), `support_masks` (K,S,S),
     `query` (3,S,S), `query_label` (S,S), `cls`), a sequence of them, or a collated batch.
@@ -214,7 +262,7 @@ def show_episode(
         overlay(ep["query"], ep["query_label"], ax=axes[r, shots], title="query + ground truth")
         if preds is not None:
             overlay(ep["query"], (to_map(preds[r]) > 0.5).astype(np.uint8), ax=axes[r, shots + 1],
-                    color=PRED_COLOR, outline=ep["query_label"], title="prediction (outline: GT)")
+                    color=PRED_COLOR, outline=ep["query_label"], title=PREDICTION_TITLE)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -229,15 +277,15 @@ def compare_maps(
     rows: Mapping[str, Sequence],
     labels=None,
     *,
-    cmap: str = "magma",
+    cmap: str = PROB_CMAP,
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
     title: str | None = None,
     size: float = 2.0,
 ) -> Figure:
     """Several episodes side by side, one column each: the first row shows the images (with their
-    {0,1,255} `labels` filled), every further row one kind of map over them (any resolution),
-    with the label's boundary drawn."""
+    {0,1,255} `labels` outlined), every further row one kind of map over them (any resolution),
+    with the label's boundary drawn; one colour scale and its colour bar."""
     n = len(images)
     for name, maps in rows.items():
         if len(maps) != n:
@@ -248,7 +296,8 @@ def compare_maps(
         label = None if labels is None else labels[j]
         overlay(images[j], label, ax=axes[0, j])
         for i, maps in enumerate(rows.values(), 1):
-            overlay(images[j], heat=maps[j], outline=label, ax=axes[i, j], cmap=cmap, vmin=vmin, vmax=vmax)
+            overlay(images[j], heat=maps[j], outline=label, ax=axes[i, j], cmap=cmap, vmin=vmin, vmax=vmax,
+                    colorbar=False)
     for i, name in enumerate(["image" if labels is None else "image + ground truth", *rows]):
         axes[i, 0].set_ylabel(name)
     if title:
@@ -266,7 +315,7 @@ def map_grid(
     ncols: int = 4,
     image=None,
     outline=None,
-    cmap: str = "viridis",
+    cmap: str = PROB_CMAP,
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
     title: str | None = None,
@@ -292,7 +341,7 @@ def map_grid(
                     colorbar=True, title=name)
         else:
             _heat_panel(ax, maps[i], cmap, vmin, vmax, outline, name)
-            fig.colorbar(ax.images[0], ax=ax, fraction=0.046, pad=0.03)
+            _colorbar(fig, ax.images[0], ax)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -317,14 +366,15 @@ def map_rows(
     *,
     outline=None,
     marker: tuple[int, int] | None = None,
-    cmap: str = "viridis",
+    cmap: str = PROB_CMAP,
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
     title: str | None = None,
     size: float = 2.0,
 ) -> Figure:
     """Labelled rows of maps on one colour scale (vmax=None: the largest value shown), one
-    colour bar; a None entry or a short row leaves blank cells. `marker` (y, x) marks a cell."""
+    colour bar; a None entry or a short row leaves blank cells. `marker` (y, x) marks a cell.
+    Values outside [vmin, vmax] take the end colours (the caller prints their range)."""
     if not rows:
         raise ValueError("map_rows: no rows given")
     ncols = max(len(r) for r in rows.values())
@@ -399,7 +449,7 @@ def attention_maps(
         row = pixel[0] * side + pixel[1]
         rows[f"{name}: attention"] = [a[index].mean(0)[row].reshape(side, side) for a in m.query_attention]
     columns = [f"layer {i + 1}" for i in range(max(len(r) for r in rows.values()))]
-    return map_rows(rows, columns, outline=outline, marker=pixel, vmax=None, cmap="magma", title=title)
+    return map_rows(rows, columns, outline=outline, marker=pixel, vmax=None, title=title)
 
 
 def savefig(fig: Figure, path: str | Path) -> Path:
@@ -421,8 +471,9 @@ def frame_strip(samples: Sequence[Mapping], probs, iou, title: str | None = None
     `samples`: B samples of one clip as `memory_study.clip_pairs` gives them (`query` (3,S,S),
     `query_label` (S,S), `supports` (1,3,S,S), `support_masks` (1,S,S), `gap`), all with the
     same memory; `probs` (B,S,S) their predicted probabilities and `iou` (B,) their IoU
-    (`memory_reads.frame_ious`). One row of B + 1 panels, each query titled with its frame
-    number and IoU."""
+    (`memory_reads.frame_ious`). One row of B + 1 panels: the memory's mask outlined in white,
+    each query's prediction outlined in orange over its white ground truth, titled with its
+    frame number and IoU."""
     fig, axes = plt.subplots(1, len(samples) + 1, figsize=(1.9 * (len(samples) + 1), 2.4))
     overlay(samples[0]["supports"][0], samples[0]["support_masks"][0], ax=axes[0], title="memory: frame 0")
     for ax, s, p, v in zip(axes[1:], samples, probs, iou):
@@ -435,14 +486,15 @@ def frame_strip(samples: Sequence[Mapping], probs, iou, title: str | None = None
 
 
 def attention_row(axes, sample: Mapping, region, maps: Sequence, name: str) -> None:
-    """Into one row of axes (2 + layers of them): the query with its object cells, the memory
-    image with its mask, then per memory-attention layer where those cells look in the memory
-    image, each map on its own scale (notebook 02).
+    """Into one row of axes (2 + layers of them): the query with its ground truth (white) and its
+    object cells on the memory grid (dashed), the memory image with its mask, then per
+    memory-attention layer where those cells look in the memory image, each map on its own
+    scale with its colour bar (notebook 02).
 
     `sample`: `query` (3,S,S), `query_label` (S,S), `supports` (K,3,S,S), `support_masks`
     (K,S,S) (the first shot is shown); `region` (h,w) bool, the query's object cells on the
     memory grid, and `maps` per layer (K,h,w), their attention (`memory_reads.object_attention`)."""
-    overlay(sample["query"], heat=region.float(), ax=axes[0], outline=sample["query_label"], cmap="gray",
+    overlay(sample["query"], ax=axes[0], outline=sample["query_label"], cells=region,
             title=f"{name}: query object cells")
     overlay(sample["supports"][0], sample["support_masks"][0], ax=axes[1], title="memory image + mask")
     for layer, (ax, m) in enumerate(zip(axes[2:], maps), 1):
@@ -464,11 +516,12 @@ def attention_rows(cases: Sequence[tuple], layers: int, title: str | None = None
 
 def show_predictions(supports: Sequence[tuple], queries: Sequence, masks: Sequence, truth=None,
                      title: str | None = None, size: float = 2.2) -> Figure:
-    """Supports with their masks (first row), then the queries with the predicted masks (notebook 09).
+    """Supports with their masks outlined (first row), then the queries with the predicted masks
+    outlined in orange (notebook 09).
 
     `supports`: (image path, mask path) pairs; `queries`: image paths; `masks`: one bool (H,W)
     prediction per query, at the query's own size; `truth`: None, or a function of a query path
-    giving its bool (H,W) ground truth (outlined, and the IoU added to the title) or None."""
+    giving its bool (H,W) ground truth (outlined in white, and the IoU added to the title) or None."""
     from ..data.folder import read_mask
     from ..data.sources import read_image
 
@@ -491,3 +544,183 @@ def show_predictions(supports: Sequence[tuple], queries: Sequence, masks: Sequen
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---- the numbers printed beside the figures (so that the text says what the run shows) ----
+
+
+def _where(label, values) -> tuple[np.ndarray, np.ndarray]:
+    """`values` flattened to the cells of `label` (same number of cells, e.g. (B,1,h,w) and (B,h,w))."""
+    v, lab = to_numpy(values).astype(np.float64).ravel(), to_numpy(label).ravel()
+    if v.size != lab.size:
+        raise ValueError(f"{v.size} values for {lab.size} label cells: expected one value per cell")
+    return v, lab
+
+
+def split_means(values, label) -> dict[str, float]:
+    """Mean of `values` over the cells where `label` ({0,1,255}, one entry per value, e.g. a
+    query label on the memory grid) is 1 ("object") and where it is 0 ("background"), pooled
+    over every cell given; 255 cells are left out, NaN for a class with no cell."""
+    v, lab = _where(label, values)
+    return {name: float(v[lab == c].mean()) if (lab == c).any() else math.nan
+            for name, c in (("object", 1), ("background", 0))}
+
+
+def weight_sentence(values, label, name: str = "W", high: float = 0.5) -> str:
+    """Where a map in [0,1] (e.g. IMR's W) is large, measured against the query's ground truth on
+    its grid (`label`, {0,1,255}): its mean on object and on background cells, and how many of
+    the cells above `high` are background."""
+    v, lab = _where(label, values)
+    means = split_means(v, lab)
+    top = (v > high) & (lab != IGNORE)
+    share = f", {(lab[top] == 0).mean():.0%} of them on background" if top.any() else ""
+    return (f"mean {name} {means['object']:.2f} on query-object cells, {means['background']:.2f} on "
+            f"query-background cells; {int(top.sum())} of {int((lab != IGNORE).sum())} cells have {name} > {high:g}"
+            f"{share}")
+
+
+def best_rounds(curve, default: int, spread=None) -> list[str]:
+    """One sentence per column of `curve` (index: rounds of refinement, 0 = before; values: a
+    mean IoU): the round count with the best value, against `default` rounds and round 0;
+    `spread` (same layout, e.g. the standard error of each mean) is printed beside each value."""
+    def val(variant, r):
+        value = f"{curve[variant][r]:.3f}"
+        return value if spread is None else f"{value} ± {spread[variant][r]:.3f}"
+
+    lines = []
+    for variant in curve.columns:
+        col = curve[variant]
+        best = col.idxmax()
+        line = f"{variant}: best mean IoU {val(variant, best)} after {best:g} round(s)"
+        if default in col.index:
+            verdict = ("the best" if col[default] >= col[best] else
+                       f"{col[best] - col[default]:.3f} below the best")
+            line += f"; the model's {default} rounds {val(variant, default)} ({verdict})"
+        if 0 in col.index:
+            line += f"; before refinement {val(variant, 0)}"
+        lines.append(line)
+    return lines
+
+
+def peak_weights(query_attention) -> dict[str, float]:
+    """How one attention block is spread: `query_attention` (B,heads,n,N), each row a slice of
+    a softmax over a longer memory bank (e.g. the query-memory frame). Means over rows, heads and
+    episodes of the largest weight a row gives one key of the block ("peak") and of the row's
+    whole weight on the block ("block")."""
+    a = to_numpy(query_attention).astype(np.float64)
+    return {"peak": float(a.max(-1).mean()), "block": float(a.sum(-1).mean())}
+
+
+def row_spread(weights: Sequence, rows, keys: int) -> dict[str, np.ndarray]:
+    """How concentrated the attention of some query pixels is over the first `keys` memory
+    tokens (e.g. the K·h·w support tokens; pointers left out): `weights` per layer (B,heads,n,L),
+    `rows` (B,n) bool, the query pixels to read (e.g. its object cells). Each row's weights on
+    those keys are renormalised, then per row, head and layer: the peak (largest share of one
+    key) and the normalised entropy (0: all on one key, 1: uniform over the keys); averaged over
+    heads, layers and the sample's rows -> (B,) each ("peak", "entropy"), NaN for a sample with
+    no row."""
+    r = to_numpy(rows).astype(bool)
+    peaks, ents = [], []
+    for w in weights:
+        a = to_numpy(w).astype(np.float64)[..., :keys]  # (B,H,n,keys)
+        p = a / np.maximum(a.sum(-1, keepdims=True), 1e-12)
+        ent = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1) / math.log(keys) if keys > 1 else np.zeros(p.shape[:-1])
+        peaks.append(p.max(-1).mean(1))  # (B,n), heads averaged
+        ents.append(ent.mean(1))
+    peak, ent = np.mean(peaks, 0), np.mean(ents, 0)  # layers averaged
+    count = r.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"peak": np.where(count > 0, (peak * r).sum(1) / count, np.nan),
+                "entropy": np.where(count > 0, (ent * r).sum(1) / count, np.nan)}
+
+
+def _mean_se(x) -> tuple[float, float, int]:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if not len(x):
+        return math.nan, math.nan, 0
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan, len(x)
+
+
+def spread_sentences(spreads: Mapping[str, Mapping]) -> list[str]:
+    """`row_spread` results by setting, as text: per setting its mean peak and normalised
+    entropy (± their standard error over samples), then every other setting against the first:
+    more spread / more concentrated when the entropies differ by more than twice the combined
+    standard error, else about as spread."""
+    stats = {name: (_mean_se(s["peak"]), _mean_se(s["entropy"])) for name, s in spreads.items()}
+    lines = [f"{name}: {n} samples, the strongest memory location holds {p:.2f} of a query pixel's attention "
+             f"on the memory frame, normalised entropy {e:.2f} ± {se:.2f} (0: one location, 1: uniform)"
+             for name, ((p, _, _), (e, se, n)) in stats.items()]
+    (first, ((_, _, _), (e0, se0, _))), *others = stats.items()
+    for name, (_, (e, se, _)) in others:
+        tol = 2 * math.sqrt(np.nansum([se0**2, se**2]))
+        verdict = ("more spread than" if e > e0 + tol else "more concentrated than" if e < e0 - tol
+                   else "about as spread as")
+        lines.append(f"'{name}' attention is {verdict} '{first}' ({e:.2f} vs {e0:.2f}, "
+                     f"twice the combined standard error {tol:.2f})")
+    return lines
+
+
+def standin_note(standins: Mapping) -> list[str]:
+    """What `toy.standins.ensure_toy_standins` returned, as text: per stand-in, whether this call
+    trained it or read it from its files (cached from an earlier run, or shipped), and the
+    training time and steps its record holds (measured where it was trained)."""
+    lines = []
+    for key, name in (("sam2", "SAM 2"), ("dino", "DINOv2")):
+        if key not in standins:
+            continue
+        record = standins.get(f"{key}_metrics") or {}
+        how = ("trained by this call" if key in standins.get("trained", ()) else
+               "read from its files (trained by an earlier run, or shipped)")
+        seconds, steps = record.get("seconds"), record.get("steps")
+        took = (f"its record: {steps} training steps in {seconds:.0f} s" if seconds is not None and steps is not None
+                else f"its record: trained in {seconds:.0f} s" if seconds is not None
+                else "its record holds no training time")
+        lines.append(f"toy {name} stand-in {Path(standins[key]).name}: {how}; {took}")
+    return lines
+
+
+def curve_notes(log, name: str) -> list[str]:
+    """What a run's log.csv (a DataFrame: step, epoch, loss, val_miou) shows, as text: the
+    first and last logged Dice loss, the val mIoU (%) first, best and last, and where the
+    validation curve starts (step 0: the model before training; later: no point before the
+    first validation)."""
+    loss, val = log.dropna(subset=["loss"]), log.dropna(subset=["val_miou"])
+    lines = []
+    if len(loss):
+        first, last = loss.iloc[0], loss.iloc[-1]
+        lines.append(f"{name}: Dice loss {first['loss']:.3f} at step {first['step']:g}, "
+                     f"{last['loss']:.3f} at step {last['step']:g}")
+    if len(val):
+        v = 100 * val["val_miou"]
+        best = v.idxmax()
+        lines.append(f"{name}: val mIoU {v.iloc[0]:.1f} at step {val['step'].iloc[0]:g}, best {v[best]:.1f} at step "
+                     f"{val['step'][best]:g}, last {v.iloc[-1]:.1f} at step {val['step'].iloc[-1]:g}")
+        start = val.iloc[0]
+        lines.append(f"{name}: the validation curve starts at step {start['step']:g}" + (
+            " (the model before training)" if start["step"] == 0 else
+            f" (epoch {start['epoch']:g}): the run first validates there, so there is no point for the model "
+            "before training"))
+    else:
+        lines.append(f"{name}: no validation in the log")
+    return lines
+
+
+def contrast_sentence(table, a: str, b: str, tolerance: float = 0.01) -> str:
+    """Rows `a` and `b` of a table of scores in [0,1] (columns such as iou, precision, recall)
+    side by side: per column a's value against b's (higher / lower / level within `tolerance`)
+    and, with precision and recall columns, whether their errors are complementary (one has the
+    higher recall, the other the higher precision)."""
+    def rel(x, y):
+        return "higher" if x > y + tolerance else "lower" if x < y - tolerance else "level"
+
+    parts = [f"{col} {table.loc[a, col]:.2f} vs {table.loc[b, col]:.2f} ({rel(table.loc[a, col], table.loc[b, col])})"
+             for col in table.columns]
+    line = f"{a} vs {b}: " + ", ".join(parts)
+    if {"precision", "recall"} <= set(table.columns):
+        r = rel(table.loc[a, "recall"], table.loc[b, "recall"])
+        p = rel(table.loc[a, "precision"], table.loc[b, "precision"])
+        complementary = {r, p} == {"higher", "lower"}
+        line += ("; complementary errors: one has the higher recall, the other the higher precision" if complementary
+                 else "; not complementary here: neither trades recall for precision against the other")
+    return line
