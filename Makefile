@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 # The same toy numbers on every x86-64 machine: PyTorch picks its CPU kernels (ATen, oneDNN) by
 # the CPU's instruction set and splits reductions by thread count, and both change the float
 # rounding (measured: AVX512 vs AVX2 kernels, 1 vs 2 threads each give other logits). The demo
-# pins one code path and two threads; README, "Reproducible toy numbers".
+# pins one code path and two threads; docs/toy_world.md, "Reproducible toy numbers".
 PINNED := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 OMP_NUM_THREADS=2
 
 # the synthetic world, the colour baseline, then every notebook on the toy profile (build/notebooks,

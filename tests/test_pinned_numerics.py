@@ -1,7 +1,7 @@
 """`make demo` pins PyTorch's CPU code path and thread count (Makefile, PINNED): the settings are
 honoured and a pinned forward repeats bit for bit. (Why the pin: on this project's machines an
 AVX512 and an AVX2 kernel path, or 1 and 2 threads, give other logits in the last bits, and a
-training run amplifies such bits into other toy numbers; README, "Reproducible toy numbers".)"""
+training run amplifies such bits into other toy numbers; docs/toy_world.md, "Reproducible toy numbers".)"""
 from __future__ import annotations
 
 import os

@@ -337,6 +337,9 @@ def test_method_bars(results_dir):
     assert tables.SYNTHETIC_NOTE in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="no results at 5-shot"):
         tables.method_bars(tables.collect_results(results_dir), 5)
+    # a baseline row names no root (NaN in the table): the other rows' root, or class ids
+    mixed = tables.collect_results(results_dir).query("dataset == 'toy'").assign(root=math.nan)
+    assert tables.method_bars(mixed, 1).axes[0].get_legend_handles_labels()[1] == ["fold 0: 1, 2, 3, 4, 5"]
 
 
 # ---- the notebook ----

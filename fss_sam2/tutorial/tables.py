@@ -532,7 +532,7 @@ def dataset_class_names(dataset: str, root: str | None) -> list[str] | None:
     if dataset in ("pascal", "coco"):
         return {"pascal": PASCAL_CLASSES, "coco": COCO_CLASSES}[dataset]
     try:
-        return ListSource(root).class_names if root else None
+        return ListSource(root).class_names if isinstance(root, (str, Path)) else None
     except (OSError, ValueError):
         return None
 
@@ -562,7 +562,8 @@ def method_bars(results: pd.DataFrame, shot: int, title: str | None = None) -> F
             err = np.array([[v - c[0], c[1] - v] if isinstance(c, list) else [0.0, 0.0]
                             for v, c in zip(values, intervals)]).T  # (2,M): below, above
             first = g.iloc[0]
-            names = dataset_class_names(first["dataset"], first["root"])
+            roots = g["root"].dropna()  # the baseline's results name no root
+            names = dataset_class_names(first["dataset"], roots.iloc[0] if len(roots) else None)
             classes = ", ".join(names[c - 1] if names else str(c) for c in sorted(first["per_class"]))
             ax.bar(x - 0.4 + width * (j + 0.5), np.nan_to_num(values), width, yerr=err, capsize=2,
                    label=f"fold {fold}: {classes}" if classes else f"fold {fold}")
