@@ -554,6 +554,8 @@ def method_bars(results: pd.DataFrame, shot: int, title: str | None = None) -> F
     fig, axes = plt.subplots(1, 2, figsize=(2.5 + 0.9 * len(methods) * max(1, len(folds) / 2), 4.4), sharey=True)
     width = 0.8 / len(folds)
     x = np.arange(len(methods))
+    roots = results["root"].dropna()  # the baseline's results name no root: any other row's names the classes
+    root = roots.iloc[0] if len(roots) else None
     for ax, metric in zip(axes, ("mIoU", "FB-IoU")):
         for j, fold in enumerate(folds):
             g = results[results["fold"] == fold].drop_duplicates("label", keep="last").set_index("label")
@@ -562,8 +564,7 @@ def method_bars(results: pd.DataFrame, shot: int, title: str | None = None) -> F
             err = np.array([[v - c[0], c[1] - v] if isinstance(c, list) else [0.0, 0.0]
                             for v, c in zip(values, intervals)]).T  # (2,M): below, above
             first = g.iloc[0]
-            roots = g["root"].dropna()  # the baseline's results name no root
-            names = dataset_class_names(first["dataset"], roots.iloc[0] if len(roots) else None)
+            names = dataset_class_names(first["dataset"], root)
             classes = ", ".join(names[c - 1] if names else str(c) for c in sorted(first["per_class"]))
             ax.bar(x - 0.4 + width * (j + 0.5), np.nan_to_num(values), width, yerr=err, capsize=2,
                    label=f"fold {fold}: {classes}" if classes else f"fold {fold}")
