@@ -51,6 +51,16 @@ def test_baseline_writes_results_labelled_synthetic(root, tmp_path, capsys):
     assert (out / "episodes_fold0.csv").read_text().startswith("query,class,supports")
 
 
+def test_data_toy_prints_a_summary_line_and_with_quiet_nothing_else(tmp_path, capsys):
+    args = ["data", "toy", "--images", "80", "--clips", "0", "--size", "48"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.out.startswith("synthetic world (toy) written to") and quiet.out.count("\n") == 1
+    assert "60 train and 20 val images, 0 clips" in quiet.out and quiet.err == ""
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["images"] == 80
+
+
 def test_missing_root_is_a_clear_error(tmp_path, capsys):
     code = main(["episodes", "--dataset", "toy", "--root", str(tmp_path / "nowhere"), "--fold", "0",
                  "--out", str(tmp_path / "e.csv")])

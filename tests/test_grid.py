@@ -106,7 +106,8 @@ def test_given_checkpoints_and_lookups_only(ran, tmp_path, capsys):
 def test_plan_of_the_demo_and_of_full():
     demo, = (grid.plan_grid("toy", "nowhere", **g) for g in rp.reproduction_grids("toy"))
     assert [r.name for r in demo.trainings] == ["toy_fssam", "toy_naive"]
-    assert len(demo.evaluations) == 16 and demo.evaluations[8].name == "toy_fssam_fold0_5shot"
+    assert len(demo.evaluations) == 12 and [e.name for e in demo.evaluations[8:]] == [
+        "toy_fssam_fold0_5shot", "toy_fssam_fold0_5shot_no_imr", "toy_fssam_fold0_5shot_no_scma", "toy_naive_fold0_5shot"]
     assert {(e.shot, e.run.shot) for e in demo.evaluations} == {(1, 1), (5, 1)}  # 5-shot: the 1-shot weights
     full = [grid.plan_grid("toy", "nowhere", **g) for g in rp.reproduction_grids("toy", full=True)]
     trainings = {r.name for g in full for r in g.trainings}
@@ -119,6 +120,8 @@ def test_plan_of_the_demo_and_of_full():
     own = grid.plan_grid("toy", "nowhere", shots=(1, 5), train_shots=(1, 5))
     assert [r.name for r in own.trainings] == ["toy_fssam", "toy_naive", "toy_fssam_fold0_5shot", "toy_naive_fold0_5shot"]
     assert rp.reproduction_grids("toy", smoke=True) == [] and rp.reproduction_grids("paper") == []
+    with pytest.raises(ValueError, match=r"kshot_ablations=\['_no_dino'\]: \['_no_dino'\] are not among"):
+        grid.plan_grid("toy", "nowhere", shots=(1, 5), kshot_ablations=("_no_dino",))
     with pytest.raises(ValueError, match="--full: the toy profile only"):
         rp.reproduction_grids("paper", full=True)
     with pytest.raises(ValueError, match="--train-shots 1 3: the grid evaluates shots 1, 5, not 3"):

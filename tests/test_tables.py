@@ -332,6 +332,8 @@ def test_method_bars(results_dir):
     fig = tables.method_bars(tables.collect_results(results_dir).query("dataset == 'toy'"), 1)
     miou, fb = fig.axes
     assert miou.get_ylim() == (0, 100) and fb.get_title() == "FB-IoU"
+    fig.canvas.draw()
+    assert any(t.get_text() for t in fb.get_yticklabels()) and fb.yaxis.get_tick_params()["labelleft"]
     assert [t.get_text() for t in miou.get_xticklabels()][-2:] == ["FSSAM", "IMR rounds = 5"]
     assert miou.get_legend_handles_labels()[1] == ["fold 0: 1, 2, 3, 4, 5"]  # no root: class ids
     assert tables.SYNTHETIC_NOTE in fig._suptitle.get_text()

@@ -9,6 +9,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from fss_sam2.toy.shipped import shipped_folder
 from fss_sam2.tutorial import viz
 
 S = 32
@@ -268,9 +269,16 @@ def test_row_spread_and_sentences():
 def test_standin_note():
     got = viz.standin_note({"sam2": "/c/toy_sam2_ab.pt", "dino": "/c/toy_dino_fold0_cd.pt", "trained": ["dino"],
                             "sam2_metrics": {"steps": 1200, "seconds": 1654.06}, "dino_metrics": {}})
-    assert got == [("toy SAM 2 stand-in toy_sam2_ab.pt: read from its files (trained by an earlier run, or shipped); "
+    assert got == [("toy SAM 2 stand-in toy_sam2_ab.pt: read from the cache (trained by an earlier run); "
                     "its record: 1200 training steps in 1654 s"),
                    "toy DINOv2 stand-in toy_dino_fold0_cd.pt: trained by this call; its record holds no training time"]
+    shipped = next(f.name for f in shipped_folder().iterdir() if f.name.endswith(".pt"))
+    copied, cached = (viz.standin_note({"dino": f"/c/{shipped}", "shipped": shipped_by, "dino_metrics": {"seconds": 9}})
+                      for shipped_by in (["dino"], []))
+    assert copied == [f"toy DINOv2 stand-in {shipped}: copied by this call from the file the package ships (made by "
+                      "`make standins`); its record: trained in 9 s"]
+    assert cached == [f"toy DINOv2 stand-in {shipped}: read from the cache, where an earlier run copied the file the "
+                      "package ships; its record: trained in 9 s"]
 
 
 def test_curve_notes():

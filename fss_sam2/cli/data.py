@@ -16,8 +16,10 @@ def _data_toy(a):
     summary = generate_toy_world(
         a.out, seed=a.seed, size=a.size, images=a.images, clips=a.clips, clip_frames=a.clip_frames, progress=not a.quiet
     )
-    print(f"synthetic world (toy) written to {a.out} in {time.perf_counter() - t0:.1f} s")
-    print(json.dumps(summary, indent=1, default=str))
+    print(f"synthetic world (toy) written to {a.out} in {time.perf_counter() - t0:.1f} s: {summary['train']} train "
+          f"and {summary['val']} val images, {summary['clips']} clips")
+    if not a.quiet:  # --quiet: the line above only
+        print(json.dumps(summary, indent=1, default=str))
 
 
 def _data_pascal(a):

@@ -1,12 +1,19 @@
 """The stand-in cache: train the toy SAM 2 / DINOv2 on first use, then reuse them.
 
 Each stand-in is keyed by what it depends on (the package version, its settings and seed, the
-world's files it reads), so a rerun is instant and a changed world or recipe retrains.
+world's files it reads), so a rerun is instant and a changed world or recipe retrains. The
+package ships the DINOv2 stand-in of the default world (`toy/shipped.py`, 1.1 MB): a cache
+without it takes the shipped file, bit for bit what its training here would write; `main`
+(`python -m fss_sam2.toy.standins [--check]`, `make standins`) writes or checks that file.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import shutil
+import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,9 +21,14 @@ import torch
 
 from .. import __version__
 from ..data.sources import META_FILE
-from ..engine.runtime import atomic_write_text
+from ..engine.runtime import atomic_write, atomic_write_text
 from .dino_standin import DINO_STEPS, DinoPretrainConfig, pretrain_toy_dino
 from .sam2_standin import SAM2_STEPS, Sam2PretrainConfig, pretrain_toy_sam2, read_clips_meta
+from .shipped import SHIPPED_FOLDER, SHIPPED_KIND, shipped_files, shipped_folder
+from .world import NUM_TOY_CLASSES, TOY_WORLD, VAL_EVERY, generate_toy_world
+
+KINDS = ("sam2", "dino")
+PINNED_CAPABILITY, PINNED_THREADS = "AVX2", 2  # the Makefile's PINNED
 
 
 # ---- the cache -----------------------------------------------------------------------------
@@ -44,16 +56,20 @@ def _cache_key(kind: str, root: Path, settings: dict) -> str:
 def ensure_toy_standins(root: str | Path, cache_dir: str | Path, seed: int = 0, progress: bool = True,
                         sam2_steps: int = SAM2_STEPS, dino_steps: int = DINO_STEPS,
                         sam2_config: Sam2PretrainConfig | None = None, dino_config: DinoPretrainConfig | None = None,
-                        device: str | torch.device = "cpu") -> dict:
+                        device: str | torch.device = "cpu", kinds=KINDS, use_shipped: bool = True) -> dict:
     """Paths of the toy SAM 2 and DINOv2 stand-ins of the world at `root` (one pair for every
     fold: both are trained on images rendered apart from the dataset, all classes), training
     whichever is not in `cache_dir` yet (keyed by the world, the settings, the seed and the
     package version; files written atomically, so reruns are instant and an interrupted run
-    leaves no half file).
+    leaves no half file). `use_shipped`: a stand-in the package ships under its key is copied
+    into `cache_dir` instead of trained (`toy/shipped.py`). `kinds`: which of "sam2", "dino".
 
-    Returns {"sam2": path, "dino": path, "sam2_metrics": dict, "dino_metrics": dict,
-    "trained": names trained by this call}.
+    Returns {kind: path, f"{kind}_metrics": dict for each of `kinds`, "trained": kinds trained
+    by this call, "shipped": kinds copied from the package's files by this call}.
     """
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds={list(kinds)}: expected some of {list(KINDS)}")
     root, cache_dir = Path(root), Path(cache_dir)
     sam2_config, dino_config = sam2_config or Sam2PretrainConfig(), dino_config or DinoPretrainConfig()
     jobs = {
@@ -62,16 +78,88 @@ def ensure_toy_standins(root: str | Path, cache_dir: str | Path, seed: int = 0, 
         "dino": ({"steps": dino_steps, "seed": seed, **asdict(dino_config)},
                  lambda out: pretrain_toy_dino(root, out, dino_steps, seed, progress, dino_config, device)),
     }
-    result = {"trained": []}
-    for name, (settings, train) in jobs.items():
+    result = {"trained": [], "shipped": []}
+    for name in kinds:
+        settings, train = jobs[name]
         key = _cache_key(name, root, settings)
         stem = f"toy_{name}_{key}"
         weights, record = cache_dir / f"{stem}.pt", cache_dir / f"{stem}.json"
+        shipped = shipped_files(stem) if use_shipped else None
         if weights.is_file() and record.is_file() and json.loads(record.read_text()).get("key") == key:
             metrics = json.loads(record.read_text())["metrics"]
+        elif shipped is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            for source, target in zip(shipped, (weights, record)):
+                with source.open("rb") as f_in:
+                    atomic_write(target, lambda f_out, f_in=f_in: shutil.copyfileobj(f_in, f_out))
+            metrics = json.loads(record.read_text())["metrics"]
+            result["shipped"].append(name)
         else:
             metrics = train(weights)
             atomic_write_text(record, json.dumps({"key": key, "settings": settings, "metrics": metrics}) + "\n")
             result["trained"].append(name)
         result[name], result[f"{name}_metrics"] = weights, metrics
     return result
+
+
+# ---- the shipped stand-in (toy/shipped.py): `make standins` writes it, --check retrains and compares ----
+
+
+def _check_pinned() -> None:
+    found = (torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())
+    if found != (PINNED_CAPABILITY, PINNED_THREADS):
+        raise SystemExit(f"python -m fss_sam2.toy.standins: PyTorch runs {found[0]} kernels on {found[1]} thread(s); the "
+                         f"shipped stand-in is made with {PINNED_CAPABILITY} on {PINNED_THREADS} (run it through "
+                         "`make standins`, which sets the Makefile's PINNED)")
+
+
+def train_default(out_dir: Path, progress: bool = True) -> dict:
+    """Train the default world's DINOv2 stand-in into `out_dir` (no shipped file used) and return
+    `ensure_toy_standins`'s result. The world is written with only the images it needs for the
+    key: the stand-in reads the world's seed and size, never its images (`pretrain_toy_dino`)."""
+    root = out_dir / "world"
+    generate_toy_world(root, seed=TOY_WORLD["seed"], size=TOY_WORLD["size"], images=VAL_EVERY * NUM_TOY_CLASSES,
+                       clips=1, clip_frames=TOY_WORLD["clip_frames"], progress=False)
+    return ensure_toy_standins(root, out_dir, progress=progress, kinds=(SHIPPED_KIND,), use_shipped=False)
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(path.suffix)]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fss_sam2.toy.standins",
+                                description="regenerate (or --check) the DINOv2 stand-in the package ships")
+    p.add_argument("--check", action="store_true", help="train it again and compare with the shipped file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    _check_pinned()
+    with tempfile.TemporaryDirectory() as tmp:
+        made = train_default(Path(tmp), progress=not a.quiet)
+        weights = Path(made[SHIPPED_KIND])
+        record = weights.with_suffix(".json")
+        shipped = shipped_files(_stem(weights))
+        if a.check:
+            if shipped is None:
+                names = sorted(f.name for f in shipped_folder().iterdir()) if shipped_folder().is_dir() else []
+                print(f"the package ships no {weights.name} (it has {names}): the code, settings or package version "
+                      "changed since it was made; regenerate it with `make standins`", file=sys.stderr)
+                return 1
+            same_bytes = shipped[0].read_bytes() == weights.read_bytes()
+            same_losses = (json.loads(shipped[1].read_text())["metrics"]["losses"]
+                           == json.loads(record.read_text())["metrics"]["losses"])
+            print(f"{weights.name}: retrained here {'equal to' if same_bytes else 'DIFFERS from'} the shipped file, "
+                  f"losses {'equal' if same_losses else 'DIFFER'}")
+            return 0 if same_bytes and same_losses else 1
+        folder = Path(__file__).resolve().parents[1] / SHIPPED_FOLDER  # the source tree's, not an installed copy
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob(f"toy_{SHIPPED_KIND}_*"):
+            old.unlink()
+        for source in (weights, record):
+            atomic_write(folder / source.name, lambda f, data=source.read_bytes(): f.write(data))
+        print(f"wrote {folder / weights.name} ({weights.stat().st_size / 1e6:.1f} MB) and its record")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,7 +10,8 @@ For each fold in `folds`, shot in `shots` and training seed in `training_seeds`:
           training seed is not the official 321.
   evaluate on `episodes` episodes of the official stream (`episode_seed`, 321): FSSAM, its
           inference-time ablations on the same weights (w/o IMR: num_refine=0, w/o SCMA:
-          calibrate=false, both, IMR rounds `imr_rounds`, the priors alone) and the naive model,
+          calibrate=false, both, IMR rounds `imr_rounds`, the priors alone; at shots > 1 only
+          those `kshot_ablations` names, if given) and the naive model,
           one FeatureCache for all (the ablations reuse the frozen encoders' outputs), into
           RESULTS_DIR/<name>/results.json: toy_fssam, toy_fssam_no_imr, ..., toy_naive (fold 0,
           1-shot), toy_fssam_fold1_5shot_no_scma, ..., toy_fssam_seed1_imr5, .... An evaluation
@@ -113,10 +114,13 @@ def _seeded(name: str, seed: int) -> str:
 
 def plan_grid(profile: str, data_root: str | Path, *, folds: Sequence[int] = (0,), shots: Sequence[int] = (1,),
               training_seeds: Sequence[int] = (DEFAULT_SEED,), train_shots: Sequence[int] = (1,),
-              imr_rounds: Sequence[int] = (1, 5), config: str | Path | None = None) -> Grid:
+              imr_rounds: Sequence[int] = (1, 5), kshot_ablations: Sequence[str] | None = None,
+              config: str | Path | None = None) -> Grid:
     """The runs to train and the evaluations of the grid, by name (see the module docstring);
-    bad arguments raise ValueError naming the argument. `data_root` and `config` only decide
-    the dataset of the names (the paper profile reads it from the root's fss_meta.json)."""
+    bad arguments raise ValueError naming the argument. `kshot_ablations`: the suffixes of
+    `inference_variants` (e.g. "_no_imr") evaluated at shots > 1 (None: all of them). `data_root`
+    and `config` only decide the dataset of the names (the paper profile reads it from the root's
+    fss_meta.json)."""
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r}: expected one of {PROFILES}")
     folds = _integers("folds", folds, 0, NUM_FOLDS - 1, "a fold")
@@ -132,6 +136,11 @@ def plan_grid(profile: str, data_root: str | Path, *, folds: Sequence[int] = (0,
     extra = sorted(set(train_shots) - set(shots) - {1})
     if extra:
         raise ValueError(f"train_shots={list(train_shots)}: {extra} not among shots={list(shots)}")
+    ablations = inference_variants(imr_rounds)
+    if kshot_ablations is not None:
+        unknown = sorted(set(kshot_ablations) - set(ablations) - {""})
+        if unknown:
+            raise ValueError(f"kshot_ablations={list(kshot_ablations)}: {unknown} are not among {sorted(ablations)[1:]}")
 
     def name(variant: str, fold: int, shot: int) -> str:
         return tutorial_config(profile, variant, data_root, fold=fold, shot=shot, config=config)[1]
@@ -147,7 +156,9 @@ def plan_grid(profile: str, data_root: str | Path, *, folds: Sequence[int] = (0,
                         trainings[key] = Training(variant, fold, trained_shot, seed,
                                                   _seeded(name(variant, fold, trained_shot), seed))
                     base = _seeded(name(variant, fold, shot), seed)
-                    switches = inference_variants(imr_rounds) if variant == "fssam" else {"": ()}
+                    switches = ({k: v for k, v in ablations.items()
+                                 if shot == 1 or kshot_ablations is None or k in ("", *kshot_ablations)}
+                                if variant == "fssam" else {"": ()})
                     evaluations += [Evaluation(base + suffix, trainings[key], shot, s)
                                     for suffix, s in switches.items()]
     return Grid(tuple(trainings.values()), tuple(evaluations))
@@ -186,7 +197,8 @@ def _finished(out: Path, cfg, checkpoint: Path, episodes: int, episode_seed: int
 def run_grid(profile: str, data_root: str | Path, runs_dir: str | Path, results_dir: str | Path, *,
              folds: Sequence[int] = (0,), shots: Sequence[int] = (1,),
              training_seeds: Sequence[int] = (DEFAULT_SEED,), train_shots: Sequence[int] = (1,),
-             imr_rounds: Sequence[int] = (1, 5), episodes: int = 1000, episode_seed: int = EPISODE_SEED,
+             imr_rounds: Sequence[int] = (1, 5), kshot_ablations: Sequence[str] | None = None,
+             episodes: int = 1000, episode_seed: int = EPISODE_SEED,
              device: str = "cpu", cache_dir: str | Path | None = None, sam2_checkpoint: str | Path | None = None,
              dino_checkpoint: str | Path | None = None, checkpoints: Mapping[str, str | Path] | None = None,
              train: bool = True, smoke: bool = False, config: str | Path | None = None,
@@ -205,7 +217,7 @@ def run_grid(profile: str, data_root: str | Path, runs_dir: str | Path, results_
     evaluate these weights for every shot instead of RUNS_DIR's. The other keywords go to
     `tutorial_config`."""
     grid = plan_grid(profile, data_root, folds=folds, shots=shots, training_seeds=training_seeds,
-                     train_shots=train_shots, imr_rounds=imr_rounds, config=config)
+                     train_shots=train_shots, imr_rounds=imr_rounds, kshot_ablations=kshot_ablations, config=config)
     if episodes < 1:
         raise ValueError(f"episodes={episodes}: expected >= 1")
     checkpoints = {k: v for k, v in (checkpoints or {}).items() if v is not None}

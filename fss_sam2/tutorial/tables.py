@@ -571,6 +571,7 @@ def method_bars(results: pd.DataFrame, shot: int, title: str | None = None) -> F
         ax.set_xticks(x, methods, rotation=35, ha="right", fontsize=8)
         ax.set_ylim(0, 100)
         ax.set_ylabel(f"{metric} (%)")
+        ax.tick_params(axis="y", labelleft=True)  # sharey hides the right panel's labels otherwise
         ax.set_title(metric)
     axes[0].legend(fontsize=7, loc="upper left")
     synthetic = bool(results["synthetic"].any())

@@ -39,6 +39,7 @@ from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..constants import IGNORE  # noqa: E402
+from ..toy.shipped import shipped_files  # noqa: E402
 
 MASK_COLOR = "white"  # ground truth and support masks (outlines)
 PRED_COLOR = "#ff7f0e"  # predictions (outlines)
@@ -663,20 +664,26 @@ def spread_sentences(spreads: Mapping[str, Mapping]) -> list[str]:
 
 def standin_note(standins: Mapping) -> list[str]:
     """What `toy.standins.ensure_toy_standins` returned, as text: per stand-in, whether this call
-    trained it or read it from its files (cached from an earlier run, or shipped), and the
-    training time and steps its record holds (measured where it was trained)."""
+    trained it, copied the package's shipped file (`toy/shipped.py`) or read it from the cache
+    (and whether that file is the shipped one), and the training time and steps its record holds
+    (measured where it was trained)."""
     lines = []
     for key, name in (("sam2", "SAM 2"), ("dino", "DINOv2")):
         if key not in standins:
             continue
         record = standins.get(f"{key}_metrics") or {}
+        path = Path(standins[key])
         how = ("trained by this call" if key in standins.get("trained", ()) else
-               "read from its files (trained by an earlier run, or shipped)")
+               "copied by this call from the file the package ships (made by `make standins`)"
+               if key in standins.get("shipped", ()) else
+               "read from the cache, where an earlier run copied the file the package ships"
+               if shipped_files(path.stem) is not None else
+               "read from the cache (trained by an earlier run)")
         seconds, steps = record.get("seconds"), record.get("steps")
         took = (f"its record: {steps} training steps in {seconds:.0f} s" if seconds is not None and steps is not None
                 else f"its record: trained in {seconds:.0f} s" if seconds is not None
                 else "its record holds no training time")
-        lines.append(f"toy {name} stand-in {Path(standins[key]).name}: {how}; {took}")
+        lines.append(f"toy {name} stand-in {path.name}: {how}; {took}")
     return lines
 
 
