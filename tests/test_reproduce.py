@@ -124,3 +124,20 @@ def test_ensure_run_reuses_resumes_and_guards(tmp_path, monkeypatch):
         runs.ensure_run(longer, out)
     assert runs.ensure_run(longer, out, replace=True) == {"steps": 5, "reused": False}
     assert calls == [False, True, False]
+
+
+def test_the_notebooks_get_the_demo_grids_settings(tmp_path, monkeypatch):
+    """Notebook 07 must ask for what the grid before it evaluated, so that it finds it all (at
+    5-shot `make demo` evaluates only the removals of IMR and SCMA) and evaluates nothing more."""
+    grids, given = [], {}
+    monkeypatch.setattr("fss_sam2.tutorial.grid.run_grid", lambda *a, **kw: grids.append(kw))
+    monkeypatch.setattr(rp, "run_notebooks", lambda notebooks, out, params, progress: given.update(params) or {})
+    monkeypatch.setattr(rp, "find_notebooks", lambda folder: [])
+    rp.reproduce("toy", out=tmp_path, progress=False)
+    (demo,) = grids
+    assert demo["kshot_ablations"] == rp.DEMO_KSHOT_ABLATIONS == ("_no_imr", "_no_scma")
+    assert (given["SHOTS"], given["KSHOT_ABLATIONS"], given["TRAINING_SEEDS"]) == ([1, 5], ["_no_imr", "_no_scma"], [321])
+    grids.clear()
+    rp.reproduce("toy", out=tmp_path, progress=False, full=True)
+    assert [g.get("kshot_ablations") for g in grids] == [None, None] and given["KSHOT_ABLATIONS"] is None
+    assert given["TRAINING_SEEDS"] == [321, 1, 2]

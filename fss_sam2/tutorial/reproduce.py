@@ -195,5 +195,7 @@ def reproduce(profile: str = "toy", out: str | Path = "build", notebooks_dir: st
     first = grids[0] if grids else {"shots": (1,), "train_shots": tuple(train_shots)}
     seeds = sorted({s for g in grids for s in g["training_seeds"]} | {DEFAULT_SEED},
                    key=lambda s: (s != DEFAULT_SEED, s))
-    params |= {"SHOTS": list(first["shots"]), "TRAIN_SHOTS": list(first["train_shots"]), "TRAINING_SEEDS": seeds}
+    kshot = first.get("kshot_ablations")
+    params |= {"SHOTS": list(first["shots"]), "TRAIN_SHOTS": list(first["train_shots"]), "TRAINING_SEEDS": seeds,
+               "KSHOT_ABLATIONS": None if kshot is None else list(kshot)}
     return {**timings, **run_notebooks(find_notebooks(notebooks_dir), Path(out) / "notebooks", params, progress)}
