@@ -35,16 +35,19 @@ PINNED := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 OMP_NUM
 # the synthetic world, the colour baseline, then every notebook on the toy profile (build/notebooks,
 # timings.json there); the toy SAM 2 stand-in is pretrained on the first run and cached in build/cache,
 # the DINOv2 one is shipped (fss_sam2/resources/standins, copied there)
-demo: $(STAMP)
+define TOY_INPUTS
 	$(PINNED) $(BIN)/fss-sam2 data toy --out $(BUILD)/toy --seed 0 --quiet
 	$(PINNED) $(BIN)/fss-sam2 baseline --dataset toy --root $(BUILD)/toy --episodes 1000 --out $(BUILD)/results/baseline --quiet
+endef
+
+demo: $(STAMP)
+	$(TOY_INPUTS)
 	$(PINNED) $(BIN)/fss-sam2 reproduce --profile toy --out $(BUILD)
 
 # the toy's full tables: every fold, 1- and 5-shot, three training seeds on fold 0 (about an hour
 # on 2 idle cores; reuses what `make demo` trained and evaluated), then the notebooks again
 full: $(STAMP)
-	$(PINNED) $(BIN)/fss-sam2 data toy --out $(BUILD)/toy --seed 0 --quiet
-	$(PINNED) $(BIN)/fss-sam2 baseline --dataset toy --root $(BUILD)/toy --episodes 1000 --out $(BUILD)/results/baseline --quiet
+	$(TOY_INPUTS)
 	$(PINNED) $(BIN)/fss-sam2 reproduce --profile toy --full --out $(BUILD)
 
 # regenerate the shipped DINOv2 stand-in from the code and seed (fss_sam2/toy/shipped.py; its

@@ -81,6 +81,12 @@ def test_the_shipped_file_is_what_make_standins_trains_here():
     assert "equal to the shipped file, losses equal" in r.stdout
 
 
+def test_the_checks_pin_is_the_makefiles():
+    pinned = pinned_env()
+    assert pinned["ATEN_CPU_CAPABILITY"].upper() == standins.PINNED_CAPABILITY
+    assert int(pinned["OMP_NUM_THREADS"]) == standins.PINNED_THREADS
+
+
 def test_the_check_refuses_unpinned_numerics():
     env = {**{k: v for k, v in os.environ.items() if k not in pinned_env()}, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "fss_sam2.toy.standins", "--check"], env=env, cwd=ROOT,
