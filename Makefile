@@ -33,8 +33,8 @@ $(STAMP): pyproject.toml Makefile
 PINNED := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 OMP_NUM_THREADS=2
 
 # the synthetic world, the colour baseline, then every notebook on the toy profile (build/notebooks,
-# timings.json there); the toy SAM 2 stand-in is pretrained on the first run and cached in build/cache,
-# the DINOv2 one is shipped (fss_sam2/resources/standins, copied there)
+# timings.json there); the toy SAM 2 and DINOv2 stand-ins are shipped (fss_sam2/resources/standins),
+# copied to build/cache (another world's are pretrained on its first run and cached there)
 define TOY_INPUTS
 	$(PINNED) $(BIN)/fss-sam2 data toy --out $(BUILD)/toy --seed 0 --quiet
 	$(PINNED) $(BIN)/fss-sam2 baseline --dataset toy --root $(BUILD)/toy --episodes 1000 --out $(BUILD)/results/baseline --quiet
@@ -50,8 +50,8 @@ full: $(STAMP)
 	$(TOY_INPUTS)
 	$(PINNED) $(BIN)/fss-sam2 reproduce --profile toy --full --out $(BUILD)
 
-# regenerate the shipped DINOv2 stand-in from the code and seed (fss_sam2/toy/shipped.py; its
-# `--check` is in the tests): after a change to its recipe, the world's meta files or the version
+# regenerate the shipped SAM 2 and DINOv2 stand-ins from the code and seed (fss_sam2/toy/shipped.py;
+# its `--check` is in the tests): after a change to a recipe, the world's meta files or the version
 standins: $(STAMP)
 	$(PINNED) $(BIN)/python -m fss_sam2.toy.standins
 

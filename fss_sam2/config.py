@@ -56,7 +56,7 @@ class DataConfig:
 class ModelConfig:
     """FSSAM's backbones and switches (see `fss_sam2.model.FSSAM`)."""
 
-    sam2: str = "small"  # tiny-toy | small | base_plus | large (SAM 2.0 Hiera)
+    sam2: str = "small"  # small | base_plus | large (SAM 2.0 Hiera); tiny-toy(-64): tests, the toy
     sam2_checkpoint: Optional[str] = None  # SAM 2.0 file or hub id; None = random weights
     dino: str = "vitb14"  # vits14 | vitb14 | vitl14 | vitg14 | tiny-toy
     dino_checkpoint: Optional[str] = None  # dinov2_*_pretrain.pth; None = random weights

@@ -68,7 +68,7 @@ def test_five_shot_differs_only_in_shot():
 
 def test_toy_profile():
     t = cfg("toy")
-    assert (t.data.dataset, t.data.image_size, t.model.sam2, t.model.dino, t.train.device) == ("toy", 128, "tiny-toy", "tiny-toy", "cpu")
+    assert (t.data.dataset, t.data.image_size, t.model.sam2, t.model.dino, t.train.device) == ("toy", 128, "tiny-toy-64", "tiny-toy", "cpu")
 
 
 def test_overrides_short_and_full_names():

@@ -7,14 +7,16 @@ import re
 
 import torch
 
-# SAM 2.0 size of a checkpoint or model: (Hiera embed dim, Hiera block count) -> size name
+# SAM 2.0 size of a checkpoint or model: (Hiera embed dim, Hiera block count, hidden width) -> size name
 SAM2_SIZES = {
-    (32, 5): "tiny-toy",
-    (96, 12): "tiny",
-    (96, 16): "small",
-    (112, 24): "base_plus",
-    (144, 48): "large",
+    (32, 5, 256): "tiny-toy",
+    (32, 5, 64): "tiny-toy-64",  # the toy profile's stand-in (backbones/sam2_model.py, NARROW_OVERRIDES)
+    (96, 12, 256): "tiny",
+    (96, 16, 256): "small",
+    (112, 24, 256): "base_plus",
+    (144, 48, 256): "large",
 }
+WIDTH_KEY = "no_mem_embed"  # (1,1,hidden width): 256 in every SAM 2 release
 TRUNK_PATCH_KEY = "image_encoder.trunk.patch_embed.proj.weight"  # (embed_dim,3,7,7)
 SAM21_KEYS = ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight")
 SAM21_ERROR = "SAM 2.1 checkpoints are not supported: FSSAM is built on SAM 2.0 (sam2_hiera_*.pt)"
@@ -95,12 +97,15 @@ def read_sam2_checkpoint(path) -> dict:
 
 
 def sam2_size(state_dict: dict) -> str:
-    """Which SAM 2.0 size a state dict is, from its Hiera trunk; 'unknown' otherwise."""
+    """Which SAM 2.0 size a state dict is, from its Hiera trunk and hidden width (256, that of every
+    release, when the dict lacks `WIDTH_KEY`); 'unknown' otherwise."""
     if TRUNK_PATCH_KEY not in state_dict:
         return "unknown"
     dim = state_dict[TRUNK_PATCH_KEY].shape[0]
     blocks = {m.group(1) for k in state_dict if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))}
-    return SAM2_SIZES.get((dim, len(blocks)), f"unknown (Hiera dim {dim}, {len(blocks)} blocks)")
+    width = state_dict[WIDTH_KEY].shape[-1] if WIDTH_KEY in state_dict else 256
+    return SAM2_SIZES.get((dim, len(blocks), width),
+                          f"unknown (Hiera dim {dim}, {len(blocks)} blocks, width {width})")
 
 
 def check_state_dict(model_state: dict, state_dict: dict, context: str) -> None:

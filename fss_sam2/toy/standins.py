@@ -2,9 +2,9 @@
 
 Each stand-in is keyed by what it depends on (the package version, its settings and seed, the
 world's files it reads), so a rerun is instant and a changed world or recipe retrains. The
-package ships the DINOv2 stand-in of the default world (`toy/shipped.py`, 1.1 MB): a cache
-without it takes the shipped file, bit for bit what its training here would write; `main`
-(`python -m fss_sam2.toy.standins [--check]`, `make standins`) writes or checks that file.
+package ships both stand-ins of the default world (`toy/shipped.py`, 4.8 + 1.1 MB): a cache
+without them takes the shipped files, bit for bit what their training here would write; `main`
+(`python -m fss_sam2.toy.standins [--check]`, `make standins`) writes or checks those files.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from ..data.sources import META_FILE
 from ..engine.runtime import atomic_write, atomic_write_text
 from .dino_standin import DINO_STEPS, DinoPretrainConfig, pretrain_toy_dino
 from .sam2_standin import SAM2_STEPS, Sam2PretrainConfig, pretrain_toy_sam2, read_clips_meta
-from .shipped import SHIPPED_FOLDER, SHIPPED_KIND, shipped_files, shipped_folder
+from .shipped import SHIPPED_FOLDER, SHIPPED_KINDS, shipped_files, shipped_folder
 from .world import NUM_TOY_CLASSES, TOY_WORLD, VAL_EVERY, generate_toy_world
 
 KINDS = ("sam2", "dino")
@@ -102,62 +102,68 @@ def ensure_toy_standins(root: str | Path, cache_dir: str | Path, seed: int = 0, 
     return result
 
 
-# ---- the shipped stand-in (toy/shipped.py): `make standins` writes it, --check retrains and compares ----
+# ---- the shipped stand-ins (toy/shipped.py): `make standins` writes them, --check retrains and compares ----
 
 
 def _check_pinned() -> None:
     found = (torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())
     if found != (PINNED_CAPABILITY, PINNED_THREADS):
         raise SystemExit(f"python -m fss_sam2.toy.standins: PyTorch runs {found[0]} kernels on {found[1]} thread(s); the "
-                         f"shipped stand-in is made with {PINNED_CAPABILITY} on {PINNED_THREADS} (run it through "
+                         f"shipped stand-ins are made with {PINNED_CAPABILITY} on {PINNED_THREADS} (run it through "
                          "`make standins`, which sets the Makefile's PINNED)")
 
 
 def train_default(out_dir: Path, progress: bool = True) -> dict:
-    """Train the default world's DINOv2 stand-in into `out_dir` (no shipped file used) and return
+    """Train the default world's stand-ins into `out_dir` (no shipped file used) and return
     `ensure_toy_standins`'s result. The world is written with only the images it needs for the
-    key: the stand-in reads the world's seed and size, never its images (`pretrain_toy_dino`)."""
+    keys: the stand-ins read the world's seed, size and clip settings, never its images."""
     root = out_dir / "world"
     generate_toy_world(root, seed=TOY_WORLD["seed"], size=TOY_WORLD["size"], images=VAL_EVERY * NUM_TOY_CLASSES,
                        clips=1, clip_frames=TOY_WORLD["clip_frames"], progress=False)
-    return ensure_toy_standins(root, out_dir, progress=progress, kinds=(SHIPPED_KIND,), use_shipped=False)
+    return ensure_toy_standins(root, out_dir, progress=progress, kinds=SHIPPED_KINDS, use_shipped=False)
 
 
 def _stem(path: Path) -> str:
     return path.name[: -len(path.suffix)]
 
 
+def _compare(weights: Path) -> bool:
+    """Print whether the retrained `weights` (and its record's losses) equal the shipped file."""
+    shipped = shipped_files(_stem(weights))
+    if shipped is None:
+        names = sorted(f.name for f in shipped_folder().iterdir()) if shipped_folder().is_dir() else []
+        print(f"the package ships no {weights.name} (it has {names}): the code, settings or package version "
+              "changed since it was made; regenerate it with `make standins`", file=sys.stderr)
+        return False
+    same_bytes = shipped[0].read_bytes() == weights.read_bytes()
+    same_losses = (json.loads(shipped[1].read_text())["metrics"]["losses"]
+                   == json.loads(weights.with_suffix(".json").read_text())["metrics"]["losses"])
+    print(f"{weights.name}: retrained here {'equal to' if same_bytes else 'DIFFERS from'} the shipped file, "
+          f"losses {'equal' if same_losses else 'DIFFER'}")
+    return same_bytes and same_losses
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fss_sam2.toy.standins",
-                                description="regenerate (or --check) the DINOv2 stand-in the package ships")
-    p.add_argument("--check", action="store_true", help="train it again and compare with the shipped file")
+                                description="regenerate (or --check) the stand-ins the package ships")
+    p.add_argument("--check", action="store_true", help="train them again and compare with the shipped files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     _check_pinned()
     with tempfile.TemporaryDirectory() as tmp:
         made = train_default(Path(tmp), progress=not a.quiet)
-        weights = Path(made[SHIPPED_KIND])
-        record = weights.with_suffix(".json")
-        shipped = shipped_files(_stem(weights))
         if a.check:
-            if shipped is None:
-                names = sorted(f.name for f in shipped_folder().iterdir()) if shipped_folder().is_dir() else []
-                print(f"the package ships no {weights.name} (it has {names}): the code, settings or package version "
-                      "changed since it was made; regenerate it with `make standins`", file=sys.stderr)
-                return 1
-            same_bytes = shipped[0].read_bytes() == weights.read_bytes()
-            same_losses = (json.loads(shipped[1].read_text())["metrics"]["losses"]
-                           == json.loads(record.read_text())["metrics"]["losses"])
-            print(f"{weights.name}: retrained here {'equal to' if same_bytes else 'DIFFERS from'} the shipped file, "
-                  f"losses {'equal' if same_losses else 'DIFFER'}")
-            return 0 if same_bytes and same_losses else 1
+            same = [_compare(Path(made[kind])) for kind in SHIPPED_KINDS]  # every kind reported
+            return 0 if all(same) else 1
         folder = Path(__file__).resolve().parents[1] / SHIPPED_FOLDER  # the source tree's, not an installed copy
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob(f"toy_{SHIPPED_KIND}_*"):
-            old.unlink()
-        for source in (weights, record):
-            atomic_write(folder / source.name, lambda f, data=source.read_bytes(): f.write(data))
-        print(f"wrote {folder / weights.name} ({weights.stat().st_size / 1e6:.1f} MB) and its record")
+        for kind in SHIPPED_KINDS:
+            weights = Path(made[kind])
+            for old in folder.glob(f"toy_{kind}_*"):
+                old.unlink()
+            for source in (weights, weights.with_suffix(".json")):
+                atomic_write(folder / source.name, lambda f, data=source.read_bytes(): f.write(data))
+            print(f"wrote {folder / weights.name} ({weights.stat().st_size / 1e6:.1f} MB) and its record")
     return 0
 
 

@@ -31,6 +31,7 @@ from ..data.sources import ListSource
 from ..loading import load_model
 from ..metrics import binary_iou
 from ..toy import standins
+from ..toy.sam2_standin import TOY_SAM2
 from ..toy.world import SMOKE_WORLD, TOY_WORLD, ensure_toy_world
 
 PROFILES = ("toy", "paper")
@@ -99,7 +100,7 @@ class Tutorial:
             if not self.pretrained and self.checkpoint is None:
                 print(f"note: pretrained=False (smoke run): random weights [{SYNTHETIC}]")
             sam2_ckpt, dino_ckpt = (paths["sam2"], paths["dino"]) if paths else (None, None)
-            sizes = {"sam2": "tiny-toy", "dino": "tiny-toy"}
+            sizes = {"sam2": TOY_SAM2, "dino": "tiny-toy"}
         else:
             sam2_ckpt, dino_ckpt = self.sam2_checkpoint, self.dino_checkpoint
             sizes = {"sam2": self.sam2, "dino": self.dino}
