@@ -14,6 +14,7 @@ import torch
 
 from fss_sam2 import tutorial
 from fss_sam2.toy import standins
+from fss_sam2.toy.sam2_standin import TOY_SAM2
 from fss_sam2.tutorial import SMOKE_WORLD, SYNTHETIC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +188,7 @@ def test_model_uses_the_toy_standins(tut, tmp_path, monkeypatch):
     from fss_sam2.backbones.sam2_model import build_sam2_model
 
     torch.manual_seed(1)
-    sam, dino = build_sam2_model("tiny-toy", 128), build_dinov2("tiny-toy")
+    sam, dino = build_sam2_model(TOY_SAM2, 128), build_dinov2("tiny-toy")
     paths = {"sam2": str(tmp_path / "sam2.pt"), "dino": str(tmp_path / "dino.pt")}
     torch.save(sam.state_dict(), paths["sam2"])
     torch.save(dino.state_dict(), paths["dino"])

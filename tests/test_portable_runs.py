@@ -13,6 +13,7 @@ from fss_sam2.backbones.dinov2 import build_dinov2
 from fss_sam2.backbones.sam2_model import build_sam2_model
 from fss_sam2.cli import main
 from fss_sam2.engine.checkpoint import load_checkpoint
+from fss_sam2.toy.sam2_standin import TOY_SAM2
 from tests.fixtures_data import TOY_CONFIG, write_tiny_toy_root
 
 
@@ -23,7 +24,7 @@ def trained(tmp_path_factory):
     root = write_tiny_toy_root(repo / "data")
     torch.manual_seed(0)
     (repo / "pretrained").mkdir()
-    torch.save({"model": build_sam2_model("tiny-toy", 64).state_dict()}, repo / "pretrained" / "sam2.pt")
+    torch.save({"model": build_sam2_model(TOY_SAM2, 64).state_dict()}, repo / "pretrained" / "sam2.pt")
     torch.save(build_dinov2("tiny-toy").state_dict(), repo / "pretrained" / "dino.pt")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(repo)

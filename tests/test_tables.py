@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from fss_sam2.methods import method_name
@@ -385,3 +386,14 @@ def test_notebook_executes(with_results, tmp_path, monkeypatch):
     else:
         assert "No measured results found" in text and "make demo" in text
         assert not any(name.startswith("table_toy") for name in written)
+
+
+def test_gains_that_round_to_zero_print_with_two_decimals():
+    g = tables.GAIN
+    df = pd.DataFrame({"method": ["a", "b", "c", "d"], g: [-0.03, 2.04, -0.6, float("nan")],
+                       f"{g} 95% CI": [[-0.06, -0.01], [1.0, 3.1], [-0.8, -0.04], float("nan")]})
+    text = tables.formatted(df).set_index("method")
+    assert (text.at["a", g], text.at["a", f"{g} 95% CI"]) == ("-0.03", "[-0.06, -0.01]")  # not "-0.0 [-0.1, -0.0]"
+    assert (text.at["b", g], text.at["b", f"{g} 95% CI"]) == ("+2.0", "[1.0, 3.1]")
+    assert (text.at["c", g], text.at["c", f"{g} 95% CI"]) == ("-0.60", "[-0.80, -0.04]")  # excludes 0: shown
+    assert (text.at["d", g], text.at["d", f"{g} 95% CI"]) == ("", "")

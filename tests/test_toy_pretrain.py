@@ -8,14 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from fss_sam2.toy import dino_standin, sam2_standin, standins
 from fss_sam2.backbones.dinov2 import build_dinov2
 from fss_sam2.backbones.sam2_model import build_sam2_model, encode_image
-from fss_sam2.toy.world import NUM_TOY_CLASSES, generate_toy_world, make_image
 from fss_sam2.model import FSSAM, split_features
-from fss_sam2.toy.dino_standin import DinoPretrainConfig, RenderedScenes, pretrain_toy_dino
-from fss_sam2.toy.sam2_standin import Sam2PretrainConfig, evaluate_tracking, pretrain_toy_sam2
+from fss_sam2.toy import dino_standin, sam2_standin, standins
+from fss_sam2.toy.dino_standin import (
+    DinoPretrainConfig,
+    RenderedScenes,
+    pretrain_toy_dino,
+)
+from fss_sam2.toy.sam2_standin import (
+    TOY_SAM2,
+    Sam2PretrainConfig,
+    evaluate_tracking,
+    pretrain_toy_sam2,
+)
 from fss_sam2.toy.standins import ensure_toy_standins
+from fss_sam2.toy.world import NUM_TOY_CLASSES, generate_toy_world, make_image
 
 SIZE = 64  # model side in these tests (the toy profile uses 128)
 SAM_CFG = Sam2PretrainConfig(image_size=SIZE, batch=2, clips=3, lr=1e-3, warmup=3, prompt_weight=1.0)
@@ -39,10 +48,12 @@ def test_sam2_pretraining_learns_and_saves_a_loadable_release_file(world, tmp_pa
     assert len(metrics["losses"]) == 30
     assert metrics["loss_last"] < 0.7 * metrics["loss_first"], metrics
     assert metrics["train_iou_last"] > metrics["train_iou_first"] + 0.1, metrics  # tracks better
-    assert set(torch.load(out, weights_only=True)) == {"model"}  # SAM 2.0 release layout
-    trained = build_sam2_model("tiny-toy", SIZE, checkpoint=out).state_dict()
-    torch.manual_seed(0)  # the initialisation the pretraining started from
-    init = build_sam2_model("tiny-toy", SIZE).state_dict()
+    saved = torch.load(out, weights_only=True)
+    assert set(saved) == {"model"}  # SAM 2.0 release layout
+    assert {v.dtype for v in saved["model"].values() if v.is_floating_point()} == {torch.float16}  # shipped size
+    trained = build_sam2_model(TOY_SAM2, SIZE, checkpoint=out).state_dict()
+    torch.manual_seed(0)  # the initialisation the pretraining started from, rounded as the file is
+    init = {k: v.half().float() for k, v in build_sam2_model(TOY_SAM2, SIZE).state_dict().items()}
     for part in ("image_encoder.", "memory_encoder.", "memory_attention.", "sam_mask_decoder."):
         assert _changed(init, trained, part), f"{part} did not train"
 
@@ -50,7 +61,7 @@ def test_sam2_pretraining_learns_and_saves_a_loadable_release_file(world, tmp_pa
 def test_tracking_path_is_fssam_support_as_memory(world):
     """The path pretraining and evaluate_tracking use is FSSAM(query_memory=False), 1 shot."""
     torch.manual_seed(1)
-    sam = build_sam2_model("tiny-toy", SIZE)
+    sam = build_sam2_model(TOY_SAM2, SIZE)
     query, support = torch.rand(2, 3, SIZE, SIZE) * 255, torch.rand(2, 3, SIZE, SIZE) * 255
     mask = (torch.rand(2, SIZE, SIZE) > 0.6).long()
     with torch.no_grad():
@@ -63,7 +74,7 @@ def test_tracking_path_is_fssam_support_as_memory(world):
 
 def test_evaluate_tracking_scores_every_frame_of_the_clips_on_disk(world):
     torch.manual_seed(0)
-    result = evaluate_tracking(build_sam2_model("tiny-toy", SIZE), world)
+    result = evaluate_tracking(build_sam2_model(TOY_SAM2, SIZE), world)
     assert result["frames"] == 2 * (3 - 1)
     assert len(result["iou_by_gap"]) == 2
     assert 0 <= result["miou"] <= 1 and 0 <= result["iou"] <= 1
@@ -107,7 +118,7 @@ def test_ensure_toy_standins_trains_once_then_reads_the_cache(world, tmp_path, m
     kw = dict(progress=False, sam2_steps=2, dino_steps=2, sam2_config=SAM_CFG, dino_config=DINO_CFG)
     first = ensure_toy_standins(world, tmp_path, **kw)
     assert first["trained"] == ["sam2", "dino"]
-    build_sam2_model("tiny-toy", SIZE, checkpoint=first["sam2"])
+    build_sam2_model(TOY_SAM2, SIZE, checkpoint=first["sam2"])
     build_dinov2("tiny-toy", checkpoint=first["dino"])
 
     def no_training(*args, **kwargs):

@@ -104,7 +104,9 @@ def test_gains_from_the_ablation_file_rows():
     deltas = pd.DataFrame({"method": [NAIVE], tables.GAIN: [1.5], f"{tables.GAIN} 95% CI": [[0.5, 2.5]]})
     assert report.gains_by_method(deltas) == {NAIVE: {"gain": 1.5, "ci95": [0.5, 2.5]}}
     assert report.interval_text({"gain": -0.04, "ci95": [-0.3, 0.0]}) == (
-        "-0.0 points, 95% interval [-0.3, +0.0], includes 0")
+        "-0.04 points, 95% interval [-0.30, +0.00], includes 0")
+    assert report.interval_text({"gain": -0.6, "ci95": [-0.8, -0.04]}) == (
+        "-0.60 points, 95% interval [-0.80, -0.04], excludes 0")
 
 
 def test_compare_methods():
@@ -153,6 +155,10 @@ def test_ablation_verdict_prefers_the_training_seeds():
     mixed = report.ablation_verdict(gains, across, "321, 1, 2")
     assert "made no difference" in mixed[0] and "over training seeds 321, 1, 2" in mixed[0]
     assert "one training run" in mixed[1]
+    tiny = report.ablation_verdict(_gains(**{"FSSAM w/o SCMA": (-0.03, (-0.06, -0.01))}))
+    assert tiny == ["Support-Calibrated Memory Attention (SCMA) hurt, by less than 0.05 points: FSSAM's gain -0.03 "
+                    "points, 95% interval [-0.06, -0.01], excludes 0 (one training run, paired over the episodes; "
+                    "diagnostics: notebook 05)."]
 
 
 def test_measured_seconds():

@@ -20,7 +20,7 @@ SAM2_CONFIGS = {
     "large": "configs/sam2/sam2_hiera_l.yaml",
 }
 
-# A 8.5 M-parameter SAM 2 for the synthetic world and tests (the toy profile): 32-dim Hiera trunk,
+# An 8.5 M-parameter SAM 2 for the tests: 32-dim Hiera trunk,
 # stages 1,1,2,1 with global attention at block 3 (never the first block of a stage),
 # two memory-attention layers with a 512-wide FFN.
 TINY_TOY_OVERRIDES = [
@@ -31,9 +31,10 @@ TINY_TOY_OVERRIDES = [
     "++model.memory_attention.num_layers=2",
     "++model.memory_attention.layer.dim_feedforward=512",
 ]
-# The toy profile's SAM 2 stand-in: the tiny-toy trunk with every 256-wide part 64 wide (FPN neck,
-# mask decoder, memory attention, memory encoder input): 2.4 M parameters instead of 8.5 M, a
-# training step about 2.5x faster, so it is pretrained for more steps and shipped (toy/shipped.py).
+# The toy profile's SAM 2 stand-in: the tiny-toy trunk with every 256-wide part 64 wide (FPN neck and
+# with it the mask decoder's tokens, memory attention, memory encoder input): 2.4 M parameters
+# instead of 8.5 M, a training step about 1.8x faster, so it is pretrained for more steps, and
+# small enough to ship (toy/shipped.py; docs/toy_world.md, "The stand-ins").
 # Its hidden width equals the memory width (64), so each frame gives 1 object-pointer token, not
 # SAM 2's 4 (256 / 64); tests keep the 256-wide tiny-toy, which has SAM 2's structure.
 NARROW_OVERRIDES = [

@@ -42,7 +42,7 @@ from .world import NUM_TOY_CLASSES, make_clip, read_clips_meta
 
 PRETRAIN_CLIP_OFFSET = 1_000_000  # pretraining clip k of seed s is world clip OFFSET * (s + 1) + k
 TOY_SAM2 = "tiny-toy-64"  # the stand-in's size (backbones/sam2_model.py): what configs/toy.yaml builds
-# 1000 steps of the 64-wide model cost about what 400 of the 256-wide tiny-toy did (243 s vs 165 s on
+# 1000 steps of the 64-wide model cost about what 400 of the 256-wide tiny-toy did (232 s vs 165 s on
 # 2 idle cores) and track better on the held-out clips (IoU 0.69 vs 0.61; docs/toy_world.md)
 SAM2_STEPS = 1000
 

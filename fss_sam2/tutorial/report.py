@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..methods import FULL, NAIVE, PRIORS_ONLY, method_name
-from .tables import GAIN
+from .tables import GAIN, TINY, gain_decimals
 
 # notebook 02: the settings of the memory study
 TRACKING = "tracking: same individual"
@@ -80,10 +80,13 @@ def gains_by_method(deltas: pd.DataFrame) -> dict[str, dict]:
 
 
 def interval_text(gain: Mapping) -> str:
-    """"+1.2 points, 95% interval [+0.4, +2.0], excludes 0" for a gain of `gains_by_method`."""
+    """"+1.2 points, 95% interval [+0.4, +2.0], excludes 0" for a gain of `gains_by_method`, with
+    `tables.gain_decimals` decimals (2 where one would print "-0.0")."""
     low, high = gain["ci95"]
-    excludes = "excludes" if not low <= 0 <= high else "includes"
-    return f"{gain['gain'] + 0.0:+.1f} points, 95% interval [{low + 0.0:+.1f}, {high + 0.0:+.1f}], {excludes} 0"
+    excludes = not low <= 0 <= high
+    d = gain_decimals(gain["gain"], (low, high))
+    return (f"{gain['gain'] + 0.0:+.{d}f} points, 95% interval [{low + 0.0:+.{d}f}, {high + 0.0:+.{d}f}], "
+            f"{'excludes' if excludes else 'includes'} 0")
 
 
 def _verdict(gain: Mapping) -> str:
@@ -133,7 +136,8 @@ EFFECT = {"higher": "helped", "lower": "hurt", "level": "made no difference this
 def ablation_verdict(gains: Mapping, across: Mapping | None = None, seeds: str = "") -> list[str]:
     """What the ablation says, one line per part of FSSAM evaluated: how much FSSAM gains with
     it (points, the 95% interval, whether it excludes 0: helped, hurt, or no effect this
-    evaluation can tell from 0), and the notebook with its diagnostics. With `across` (gains
+    evaluation can tell from 0; "by less than 0.05 points" when it is that small), and the
+    notebook with its diagnostics. With `across` (gains
     over the training seeds `seeds`, hierarchical), those decide, since they also hold the
     spread of training; the single run's interval holds the episodes' only."""
     lines = []
@@ -142,8 +146,10 @@ def ablation_verdict(gains: Mapping, across: Mapping | None = None, seeds: str =
                          else (gains, "one training run, paired over the episodes"))
         if method in source:
             g = source[method]
-            lines.append(f"{part} {EFFECT[_verdict(g)]}: FSSAM's gain {interval_text(g)} ({basis}; "
-                         f"diagnostics: {where}).")
+            effect = EFFECT[_verdict(g)]
+            if _verdict(g) != "level" and abs(g["gain"]) < TINY:
+                effect += f", by less than {TINY} points"
+            lines.append(f"{part} {effect}: FSSAM's gain {interval_text(g)} ({basis}; diagnostics: {where}).")
     return lines
 
 

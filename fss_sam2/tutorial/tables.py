@@ -439,8 +439,21 @@ def _has_synthetic(df: pd.DataFrame) -> bool:
     return "source" in df and bool(df["source"].astype(str).str.contains(SYNTHETIC_NOTE, regex=False).any())
 
 
-def _interval_text(value) -> str:
-    return f"[{value[0]:.1f}, {value[1]:.1f}]" if isinstance(value, (list, tuple)) else ""
+def _interval_text(value, decimals: int = 1) -> str:
+    return f"[{value[0]:.{decimals}f}, {value[1]:.{decimals}f}]" if isinstance(value, (list, tuple)) else ""
+
+
+TINY = 0.05  # points: a gain that prints as 0.0 at one decimal
+
+
+def gain_decimals(gain: float, ci95) -> int:
+    """Decimals to print a gain and its 95% interval with: 2 when the gain is under `TINY` or an
+    interval that excludes 0 ends within `TINY` of it (so that none reads "-0.0 [-0.1, -0.0]"), else 1."""
+    if isinstance(ci95, (list, tuple)):
+        low, high = ci95
+        if not low <= 0 <= high and min(abs(low), abs(high)) < TINY:
+            return 2
+    return 2 if abs(gain) < TINY else 1
 
 
 def formatted(df: pd.DataFrame) -> pd.DataFrame:
@@ -461,9 +474,16 @@ def formatted(df: pd.DataFrame) -> pd.DataFrame:
     for col in INTERVAL_COLUMNS:
         if col in df:
             out[col] = df[col].map(_interval_text)
-    for col, text in ((GAIN, "{:+.1f}"), ("seconds", "{:.0f}"), ("trained shot", "{:.0f}")):
+    for col, text in (("seconds", "{:.0f}"), ("trained shot", "{:.0f}")):
         if col in df:
             out[col] = df[col].map(lambda v: "" if pd.isna(v) else text.format(v + 0.0))  # + 0.0: no "-0.0"
+    if GAIN in df:
+        gain_ci = df[f"{GAIN} 95% CI"] if f"{GAIN} 95% CI" in df else pd.Series(math.nan, index=df.index)
+        for i, v in df[GAIN].items():
+            d = 1 if pd.isna(v) else gain_decimals(v, gain_ci[i])
+            out.at[i, GAIN] = "" if pd.isna(v) else f"{v + 0.0:+.{d}f}"
+            if f"{GAIN} 95% CI" in df:
+                out.at[i, f"{GAIN} 95% CI"] = _interval_text(gain_ci[i], d)
     return out
 
 
