@@ -5,7 +5,7 @@
   python benchmarks/run.py --profile paper --device cuda --batch 32 --compile --out ...
   python benchmarks/run.py --profile paper --device cuda --fused-attention --out ...
 
-toy: tiny-toy SAM 2 + tiny DINOv2 at 128 px; paper: SAM 2.0 Hiera-S + DINOv2 ViT-B/14 at 512.
+toy: the toy profile's 64-wide tiny-toy SAM 2 (`TOY_SAM2`) + tiny DINOv2 at 128 px; paper: SAM 2.0 Hiera-S + DINOv2 ViT-B/14 at 512.
 Measures eval episodes/s (1-shot, full forward incl. priors), the same with the frozen-feature
 cache serving every image (`engine.cache.FeatureCache`: hashing + lookup + the post-encoder
 forward, the steady state of an evaluation whose images recur; the images are hashed on the CPU,
@@ -34,9 +34,10 @@ import fss_sam2
 from fss_sam2.engine.cache import FeatureCache, image_key
 from fss_sam2.loading import SWITCHES
 from fss_sam2.model import FSSAM
+from fss_sam2.toy.sam2_standin import TOY_SAM2
 
 PROFILES = {
-    "toy": dict(sam2="tiny-toy", dino="tiny-toy", image_size=128, eval_batch=8, train_batch=8),
+    "toy": dict(sam2=TOY_SAM2, dino="tiny-toy", image_size=128, eval_batch=8, train_batch=8),
     "paper": dict(sam2="small", dino="vitb14", image_size=512, eval_batch=8, train_batch=8),
 }
 # --dtype spellings: the trainer's (auto/bf16/fp16/fp32) and torch's (kept for older commands)
