@@ -44,8 +44,8 @@ demo: $(STAMP)
 	$(TOY_INPUTS)
 	$(PINNED) $(BIN)/fss-sam2 reproduce --profile toy --out $(BUILD)
 
-# the toy's full tables: every fold, 1- and 5-shot, three training seeds on fold 0 (about an hour
-# on 2 idle cores; reuses what `make demo` trained and evaluated), then the notebooks again
+# the toy's full tables: every fold, 1- and 5-shot, three training seeds on fold 0 (35 min from
+# nothing on 2 cores; reuses what `make demo` trained and evaluated), then the notebooks again
 full: $(STAMP)
 	$(TOY_INPUTS)
 	$(PINNED) $(BIN)/fss-sam2 reproduce --profile toy --full --out $(BUILD)

@@ -390,10 +390,11 @@ def test_notebook_executes(with_results, tmp_path, monkeypatch):
 
 def test_gains_that_round_to_zero_print_with_two_decimals():
     g = tables.GAIN
-    df = pd.DataFrame({"method": ["a", "b", "c", "d"], g: [-0.03, 2.04, -0.6, float("nan")],
-                       f"{g} 95% CI": [[-0.06, -0.01], [1.0, 3.1], [-0.8, -0.04], float("nan")]})
+    df = pd.DataFrame({"method": ["a", "b", "c", "d", "e"], g: [-0.03, 2.04, -0.6, float("nan"), -0.004],
+                       f"{g} 95% CI": [[-0.06, -0.01], [1.0, 3.1], [-0.8, -0.04], float("nan"), [-0.03, 0.02]]})
     text = tables.formatted(df).set_index("method")
     assert (text.at["a", g], text.at["a", f"{g} 95% CI"]) == ("-0.03", "[-0.06, -0.01]")  # not "-0.0 [-0.1, -0.0]"
     assert (text.at["b", g], text.at["b", f"{g} 95% CI"]) == ("+2.0", "[1.0, 3.1]")
     assert (text.at["c", g], text.at["c", f"{g} 95% CI"]) == ("-0.60", "[-0.80, -0.04]")  # excludes 0: shown
     assert (text.at["d", g], text.at["d", f"{g} 95% CI"]) == ("", "")
+    assert (text.at["e", g], text.at["e", f"{g} 95% CI"]) == ("0.00", "[-0.03, 0.02]")  # not "-0.00"

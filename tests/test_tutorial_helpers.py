@@ -104,7 +104,7 @@ def test_gains_from_the_ablation_file_rows():
     deltas = pd.DataFrame({"method": [NAIVE], tables.GAIN: [1.5], f"{tables.GAIN} 95% CI": [[0.5, 2.5]]})
     assert report.gains_by_method(deltas) == {NAIVE: {"gain": 1.5, "ci95": [0.5, 2.5]}}
     assert report.interval_text({"gain": -0.04, "ci95": [-0.3, 0.0]}) == (
-        "-0.04 points, 95% interval [-0.30, +0.00], includes 0")
+        "-0.04 points, 95% interval [-0.30, 0.00], includes 0")
     assert report.interval_text({"gain": -0.6, "ci95": [-0.8, -0.04]}) == (
         "-0.60 points, 95% interval [-0.80, -0.04], excludes 0")
 

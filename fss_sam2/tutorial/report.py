@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..methods import FULL, NAIVE, PRIORS_ONLY, method_name
-from .tables import GAIN, TINY, gain_decimals
+from .tables import GAIN, TINY, gain_decimals, signed
 
 # notebook 02: the settings of the memory study
 TRACKING = "tracking: same individual"
@@ -85,7 +85,7 @@ def interval_text(gain: Mapping) -> str:
     low, high = gain["ci95"]
     excludes = not low <= 0 <= high
     d = gain_decimals(gain["gain"], (low, high))
-    return (f"{gain['gain'] + 0.0:+.{d}f} points, 95% interval [{low + 0.0:+.{d}f}, {high + 0.0:+.{d}f}], "
+    return (f"{signed(gain['gain'], d)} points, 95% interval [{signed(low, d)}, {signed(high, d)}], "
             f"{'excludes' if excludes else 'includes'} 0")
 
 

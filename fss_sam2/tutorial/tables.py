@@ -456,6 +456,13 @@ def gain_decimals(gain: float, ci95) -> int:
     return 2 if abs(gain) < TINY else 1
 
 
+def signed(value: float, decimals: int) -> str:
+    """`value` with its sign at `decimals` decimals; one that rounds to zero prints unsigned
+    ("0.00", never "-0.00" or "+0.00": a gain of zero has no direction)."""
+    text = f"{value:+.{decimals}f}"
+    return text[1:] if float(text) == 0 else text
+
+
 def formatted(df: pd.DataFrame) -> pd.DataFrame:
     """`df` as text: percentages with one decimal (and "± std" over seeds, "[low, high]" 95%
     intervals where known), gains signed, seconds whole, missing values blank, never 0."""
@@ -481,7 +488,7 @@ def formatted(df: pd.DataFrame) -> pd.DataFrame:
         gain_ci = df[f"{GAIN} 95% CI"] if f"{GAIN} 95% CI" in df else pd.Series(math.nan, index=df.index)
         for i, v in df[GAIN].items():
             d = 1 if pd.isna(v) else gain_decimals(v, gain_ci[i])
-            out.at[i, GAIN] = "" if pd.isna(v) else f"{v + 0.0:+.{d}f}"
+            out.at[i, GAIN] = "" if pd.isna(v) else signed(v, d)
             if f"{GAIN} 95% CI" in df:
                 out.at[i, f"{GAIN} 95% CI"] = _interval_text(gain_ci[i], d)
     return out
