@@ -279,6 +279,27 @@ def test_summarise_refinement_by_hand():
     assert diagnostics.summarise(refinement=two)["best round"] == 0
 
 
+def test_summarise_refinement_over_the_model_rounds_with_a_paired_standard_error():
+    table = _refinement({0: [0.2, 0.4, 0.3], 1: [0.5, 0.6, 0.4], 2: [0.45, 0.55, 0.45], 3: [0.3, 0.3, 0.3]})
+    table["W on object"] = table["round"].map({0: nan, 1: 0.6, 2: 0.4, 3: 0.0})
+    table["W > 0.5 cells"] = table["round"].map({0: nan, 1: 4, 2: 2, 3: 100})
+    table["W > 0.5 background cells"] = table["round"].map({0: nan, 1: 3, 2: 0, 3: 100})
+    s = diagnostics.summarise(refinement=table, rounds=2)
+    assert s["best round"] == 1 and s["W rounds"] == 2
+    assert s["W on object"] == pytest.approx(0.5)  # rounds 1-2 only, not round 3's 0.0
+    assert s["W > 0.5 background share"] == pytest.approx(3 / 6)  # pooled over rounds 1-2: 3 of 6 cells
+    diff = pd.Series([0.05, 0.05, -0.05])  # round 1 minus round 2 per episode
+    assert s["best minus rounds"] == pytest.approx(diff.mean())
+    assert s["best minus rounds s.e."] == pytest.approx(diff.sem())
+    lines = diagnostics.refinement_limits(s, rounds=2)
+    assert "within two standard errors, so no round count is clearly better" in lines[1]
+    assert "(rounds 1-2)" in lines[2] and "of the cells with W > 0.5, 50% are background" in lines[2]
+    clear = table.copy()
+    clear.loc[clear["round"] == 1, "iou"] = [0.7, 0.8, 0.75]  # ahead of round 2 by 0.25 to 0.3 in every episode
+    lines = diagnostics.refinement_limits(diagnostics.summarise(refinement=clear, rounds=2), rounds=2)
+    assert "above the model's 2" in lines[1] and "no round count is clearly better" not in lines[1]
+
+
 def test_summarise_refinement_without_any_object_on_the_grid():
     s = diagnostics.summarise(refinement=_refinement({0: [nan], 1: [nan]}))
     assert s["best round"] is None and s["episodes on the grid"] == 0

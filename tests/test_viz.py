@@ -224,7 +224,8 @@ def test_split_means_and_weight_sentence():
     label = torch.tensor([[1, 0], [0, 255]])[None]  # (1,2,2): one object cell, two background, one ignore
     assert viz.split_means(w, label) == pytest.approx({"object": 0.9, "background": 0.4})
     assert viz.weight_sentence(w, label) == ("mean W 0.90 on query-object cells, 0.40 on query-background cells; "
-                                             "2 of 3 cells have W > 0.5, 50% of them on background")
+                                             "2 of the 3 labelled cells (ignore-label cells left out) have W > 0.5, "
+                                             "50% of them on background")
     assert np.isnan(viz.split_means(w, torch.zeros(1, 2, 2))["object"])
     with pytest.raises(ValueError, match="one value per cell"):
         viz.split_means(w, torch.zeros(3))

@@ -210,14 +210,18 @@ def _mean(x) -> float:
 
 
 def summarise(priors: pd.DataFrame | None = None, refinement: pd.DataFrame | None = None,
-              attention: pd.DataFrame | None = None) -> dict:
+              attention: pd.DataFrame | None = None, rounds: int | None = None) -> dict:
     """The headline numbers of the per-episode tables, means over the episodes that have the
     score (NaN skipped; NaN when none has it):
 
     - priors: "<prior> prior iou / coverage / leak" for each prior;
-    - refinement (its first IMR variant): "disc prior iou by round" (round 0 = before IMR),
-      "best round" (None when no round has a score), "foreground prior iou", "W on object" /
-      "W on background" (over rounds >= 1), "episodes on the grid" (with an object cell);
+    - refinement (its first IMR variant; `rounds`: the model's rounds, None = every round of the
+      table): "disc prior iou by round" (round 0 = before IMR), "best round" (None when no round
+      has a score), "best minus rounds" / "best minus rounds s.e." (the best round's IoU minus
+      that after `rounds`, paired over the episodes, and its standard error), "foreground prior
+      iou", "W on object" / "W on background" and "W > 0.5 background share" (the share of the
+      cells with W > 0.5 that are query background, pooled), over rounds 1..`rounds` ("W rounds"),
+      "episodes on the grid" (with an object cell);
     - attention (the last layer, the one the decoder reads): per setting "object -> query
       background (<setting>)", "background share of query memory (<setting>)", "object ->
       query memory (<setting>)", and "background cells" (the uniform reference)."""
@@ -232,8 +236,24 @@ def summarise(priors: pd.DataFrame | None = None, refinement: pd.DataFrame | Non
         out["disc prior iou by round"] = [round(float(v), 4) for v in by_round]
         out["best round"] = None if by_round.isna().all() else int(by_round.idxmax())
         out["foreground prior iou"] = _mean(first.loc[first["round"] == 0, "foreground iou"])
-        out["W on object"] = _mean(first["W on object"])
-        out["W on background"] = _mean(first["W on background"])
+        last = int(first["round"].max()) if len(first) else 0
+        last = last if rounds is None else min(rounds, last)
+        per_episode = first.pivot_table(index="episode", columns="round", values="iou", dropna=False)
+        if out["best round"] is None or last not in per_episode:
+            out["best minus rounds"] = out["best minus rounds s.e."] = NAN
+        else:
+            diff = (per_episode[out["best round"]] - per_episode[last]).dropna()
+            out["best minus rounds"] = _mean(diff)
+            out["best minus rounds s.e."] = float(diff.sem()) if len(diff) > 1 else NAN
+        weighted = first[(first["round"] >= 1) & (first["round"] <= last)]
+        out["W rounds"] = last
+        out["W on object"] = _mean(weighted["W on object"])
+        out["W on background"] = _mean(weighted["W on background"])
+        if "W > 0.5 cells" in weighted and weighted["W > 0.5 cells"].sum() > 0:
+            out["W > 0.5 background share"] = float(weighted["W > 0.5 background cells"].sum()
+                                                    / weighted["W > 0.5 cells"].sum())
+        else:
+            out["W > 0.5 background share"] = NAN
         out["episodes on the grid"] = int(first.loc[first["round"] == 0, "object cells"].gt(0).sum())
     if attention is not None:
         last = attention[attention["layer"] == attention["layer"].max()] if len(attention) else attention
@@ -328,15 +348,27 @@ def refinement_limits(summary: dict, rounds: int, tolerance: float = 0.005) -> l
     best = summary["best round"]
     change = _compare(after, before, tolerance, "raises", "lowers", "leaves")
     to = f"from {before:.3f} to {after:.3f}" if change != "leaves" else f"at {before:.3f} (then {after:.3f})"
+    gap, se = summary.get("best minus rounds", NAN), summary.get("best minus rounds s.e.", NAN)
+    if best == r or math.isnan(gap):
+        versus = ""
+    elif not math.isnan(se) and gap < 2 * se:
+        versus = (f", {gap:.3f} ± {se:.3f} (paired s.e. over episodes) above the model's {r}: within two standard "
+                  "errors, so no round count is clearly better on these episodes")
+    else:
+        versus = f", {gap:.3f} ± {se:.3f} (paired s.e. over episodes) above the model's {r}"
     lines = [(f"IMR ({r} round{'' if r == 1 else 's'}) {change} the discriminative prior's IoU on the memory grid "
               f"{to} ({kept} episodes with an object cell on the grid)"),
-             (f"the best round is {best} (IoU {curve[best]:.3f}; round 0 = before IMR); the foreground prior, "
-              f"which IMR borrows from, has IoU {_num(summary.get('foreground prior iou', NAN))} on the grid")]
+             (f"the best round is {best} (IoU {curve[best]:.3f}; round 0 = before IMR){versus}; the foreground "
+              f"prior, which IMR borrows from, has IoU {_num(summary.get('foreground prior iou', NAN))} on the grid")]
     w_obj, w_bg = summary.get("W on object", NAN), summary.get("W on background", NAN)
     where = _compare(w_obj, w_bg, tolerance, "more on the object than on the background",
                      "more on the background than on the object", "about as much on the background as on the object")
-    lines.append(f"W averages {_num(w_obj)} on object cells and {_num(w_bg)} on background cells (rounds 1-"
-                 f"{len(curve) - 1}): IMR blends M_fg in {where}")
+    w_rounds = summary.get("W rounds", len(curve) - 1)
+    span = "round 1" if w_rounds == 1 else f"rounds 1-{w_rounds}"
+    share = summary.get("W > 0.5 background share", NAN)
+    high = "" if math.isnan(share) else f"; of the cells with W > 0.5, {_pct(share)} are background"
+    lines.append(f"W averages {_num(w_obj)} on object cells and {_num(w_bg)} on background cells ({span}): IMR "
+                 f"blends M_fg in {where}{high}")
     return lines
 
 

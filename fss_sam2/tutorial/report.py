@@ -185,7 +185,8 @@ def toy_gap(toy: pd.Series, paper: Mapping, paper_size: int, classes: int | None
     published = paper[f"fold{toy['fold']}"]
     return (f"The paper's FSSAM scores {published:.1f} mIoU on PASCAL-5i fold {toy['fold']}, {toy['shot']}-shot "
             f"(paper_numbers.csv{checked}); FSSAM on the synthetic world scores {toy['mIoU']:.1f}{interval} on its "
-            f"fold {toy['fold']}, {toy['shot']}-shot. The two are not comparable, and the toy is far below for "
-            f"reasons of budget, not of the method: its SAM 2 and DINOv2 are tiny stand-ins pretrained for minutes "
+            f"fold {toy['fold']}, {toy['shot']}-shot. The two are not comparable: everything around the method "
+            f"is scaled down. Its SAM 2 and DINOv2 are tiny stand-ins pretrained for minutes "
             f"on a CPU on the synthetic world, not SAM 2 on SA-1B / SA-V and DINOv2 on LVD-142M; {trained}; {size}"
-            f"and {world} is no PASCAL. It shows that the pipeline runs end to end, not what FSSAM scores.")
+            f"and {world} is no PASCAL. It shows that the pipeline runs end to end, not what FSSAM scores "
+            f"(notebook 07 shows which of its modules help on the toy).")

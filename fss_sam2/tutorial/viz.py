@@ -576,8 +576,8 @@ def weight_sentence(values, label, name: str = "W", high: float = 0.5) -> str:
     top = (v > high) & (lab != IGNORE)
     share = f", {(lab[top] == 0).mean():.0%} of them on background" if top.any() else ""
     return (f"mean {name} {means['object']:.2f} on query-object cells, {means['background']:.2f} on "
-            f"query-background cells; {int(top.sum())} of {int((lab != IGNORE).sum())} cells have {name} > {high:g}"
-            f"{share}")
+            f"query-background cells; {int(top.sum())} of the {int((lab != IGNORE).sum())} labelled cells "
+            f"(ignore-label cells left out) have {name} > {high:g}{share}")
 
 
 def best_rounds(curve, default: int, spread=None) -> list[str]:
@@ -650,7 +650,8 @@ def spread_sentences(spreads: Mapping[str, Mapping]) -> list[str]:
     standard error, else about as spread."""
     stats = {name: (_mean_se(s["peak"]), _mean_se(s["entropy"])) for name, s in spreads.items()}
     lines = [f"{name}: {n} samples, the strongest memory location holds {p:.2f} of a query pixel's attention "
-             f"on the memory frame, normalised entropy {e:.2f} ± {se:.2f} (0: one location, 1: uniform)"
+             f"on the memory frame, normalised entropy {e:.2f} ± {se:.2f} (± s.e. over the samples; 0: one location, "
+             "1: uniform)"
              for name, ((p, _, _), (e, se, n)) in stats.items()]
     (first, ((_, _, _), (e0, se0, _))), *others = stats.items()
     for name, (_, (e, se, _)) in others:
