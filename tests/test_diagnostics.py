@@ -382,3 +382,30 @@ def test_training_progress_of_a_short_log(tmp_path):
     p = diagnostics.training_progress(tmp_path)
     assert p["val_miou"] == [0.2] and math.isnan(p["last_val_gain"])
     assert p["loss_last_tenth"] == pytest.approx(0.9) and math.isnan(p["loss_tenth_before"])
+
+
+# ---- the oracle priors: the same weights with the ground truth as both priors ----
+
+
+def test_oracle_prior_scores_own_priors_are_the_evaluation(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from fss_sam2.data.episode_dataset import EpisodeDataset, collate
+    from fss_sam2.data.episodes import make_episodes
+    from fss_sam2.data.sources import ListSource
+    from fss_sam2.engine.evaluate import evaluate
+    from tests.fixtures_data import write_tiny_root
+
+    source = ListSource(write_tiny_root(tmp_path))
+    episodes = make_episodes(source, fold=0, shot=1, episodes=12)
+    torch.manual_seed(0)
+    fssam = load_model(None, image_size=S, sam2="tiny-toy", dino="tiny-toy").eval()
+    batches = DataLoader(EpisodeDataset(source, episodes, size=S, fold=0), batch_size=4, collate_fn=collate)
+    scores = diagnostics.oracle_prior_scores(fssam, batches, source.novel(0))
+    reference = evaluate(fssam, source, episodes, size=S, fold=0, batch_size=4, progress=False)
+    assert scores["episodes"] == 12
+    assert scores["own priors"] == pytest.approx(100 * reference["miou"])  # the official protocol's number
+    assert scores["ground-truth priors"] != pytest.approx(scores["own priors"])  # the priors reached the model
+    priors_only = load_model(None, image_size=S, sam2="tiny-toy", dino="tiny-toy", priors_only=True)
+    with pytest.raises(ValueError, match="priors-only"):
+        diagnostics.oracle_prior_scores(priors_only, batches, source.novel(0))

@@ -10,6 +10,9 @@ episode (a pandas DataFrame), so a notebook can average, plot or bootstrap them:
   weight W lands (object vs background cells) (paper, "Iterative Memory Refinement");
 - `attention_scores`: the share of attention that query-object pixels give to query-background
   memory, with and without the calibration (paper, "Support-Calibrated Memory Attention");
+- `oracle_prior_scores`: the mIoU of the same weights with their own priors and with the query's
+  ground truth as both priors (an oracle pseudo prompt generator): how far the priors hold the
+  rest of FSSAM back;
 - `training_progress`: whether a run was still improving when its budget ended (its log.csv).
 
 A score that has nothing to measure is NaN, never 0: coverage when the query has no object
@@ -30,6 +33,7 @@ import pandas as pd
 import torch
 
 from ..constants import IGNORE
+from ..metrics import FssMeter, logits_to_prediction
 from .session import label_on_grid
 
 NAN = float("nan")
@@ -185,6 +189,30 @@ def attention_scores(model, batches: Iterable[dict]) -> pd.DataFrame:
                                  "object cells": int(n_obj[i]), **row})
         episode += len(grid)
     return pd.DataFrame(rows, columns=list(ATTENTION_COLUMNS))
+
+
+@torch.no_grad()
+def oracle_prior_scores(model, batches: Iterable[dict], classes: Sequence[int]) -> dict:
+    """The official class-wise mIoU (%) of `model` (a full FSSAM, not `priors_only`) over
+    `batches` (with "query_label", "raw_label", "cls"), once with its own priors and once with
+    the query's ground-truth mask (ignore pixels as background) given as both priors of every
+    shot: the ceiling that better priors could reach with these weights (never a method: the
+    oracle reads the answer). -> {"own priors", "ground-truth priors", "episodes"}."""
+    if getattr(model, "priors_only", False):
+        raise ValueError("oracle_prior_scores: a priors-only model would just return the ground truth")
+    meters = {"own priors": FssMeter(classes), "ground-truth priors": FssMeter(classes)}
+    episodes = 0
+    for batch in batches:
+        q, s, m = batch["query"], batch["supports"], batch["support_masks"]
+        truth = (batch["query_label"] == 1).to(q.dtype)  # (B,H,W)
+        oracle = truth[:, None, None].expand(-1, s.shape[1], 2, -1, -1)  # (B,K,2,H,W): [fg, disc]
+        for name, priors in (("own priors", None), ("ground-truth priors", oracle)):
+            logits = model(q, s, m, priors=priors)  # (B,H,W)
+            for i, label in enumerate(batch["raw_label"]):
+                pred = logits_to_prediction(logits[i], label.shape[-2:])
+                meters[name].update(pred.cpu(), label, int(batch["cls"][i]))
+        episodes += len(q)
+    return {**{name: 100 * meter.running_miou() for name, meter in meters.items()}, "episodes": episodes}
 
 
 def training_progress(run: str | Path) -> dict:
