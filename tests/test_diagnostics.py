@@ -406,6 +406,8 @@ def test_oracle_prior_scores_own_priors_are_the_evaluation(tmp_path):
     assert scores["episodes"] == 12
     assert scores["own priors"] == pytest.approx(100 * reference["miou"])  # the official protocol's number
     assert scores["ground-truth priors"] != pytest.approx(scores["own priors"])  # the priors reached the model
+    alone = diagnostics.oracle_prior_scores(fssam, batches, source.novel(0), own=False)
+    assert alone == {"ground-truth priors": scores["ground-truth priors"], "episodes": 12}
     priors_only = load_model(None, image_size=S, sam2="tiny-toy", dino="tiny-toy", priors_only=True)
     with pytest.raises(ValueError, match="priors-only"):
         diagnostics.oracle_prior_scores(priors_only, batches, source.novel(0))

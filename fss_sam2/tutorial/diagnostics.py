@@ -192,22 +192,25 @@ def attention_scores(model, batches: Iterable[dict]) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def oracle_prior_scores(model, batches: Iterable[dict], classes: Sequence[int]) -> dict:
+def oracle_prior_scores(model, batches: Iterable[dict], classes: Sequence[int], own: bool = True) -> dict:
     """The official class-wise mIoU (%) of `model` (a full FSSAM, not `priors_only`) over
-    `batches` (with "query_label", "raw_label", "cls"), once with its own priors and once with
-    the query's ground-truth mask (ignore pixels as background) given as both priors of every
-    shot: the ceiling that better priors could reach with these weights (never a method: the
-    oracle reads the answer). -> {"own priors", "ground-truth priors", "episodes"}."""
+    `batches` (with "query_label", "raw_label", "cls"), with the query's ground-truth mask
+    (ignore pixels as background) given as both priors of every shot: the ceiling that better
+    priors could reach with these weights (never a method: the oracle reads the answer); and,
+    with `own`, with its own priors (the official evaluation's number, when an evaluation of the
+    same weights and episodes is at hand pass own=False and take its mIoU).
+    -> {"ground-truth priors", "own priors" (with `own`), "episodes"}."""
     if getattr(model, "priors_only", False):
         raise ValueError("oracle_prior_scores: a priors-only model would just return the ground truth")
-    meters = {"own priors": FssMeter(classes), "ground-truth priors": FssMeter(classes)}
+    meters = {"own priors": FssMeter(classes)} if own else {}
+    meters["ground-truth priors"] = FssMeter(classes)
     episodes = 0
     for batch in batches:
         q, s, m = batch["query"], batch["supports"], batch["support_masks"]
         truth = (batch["query_label"] == 1).to(q.dtype)  # (B,H,W)
         oracle = truth[:, None, None].expand(-1, s.shape[1], 2, -1, -1)  # (B,K,2,H,W): [fg, disc]
-        for name, priors in (("own priors", None), ("ground-truth priors", oracle)):
-            logits = model(q, s, m, priors=priors)  # (B,H,W)
+        for name in meters:
+            logits = model(q, s, m, priors=oracle if name == "ground-truth priors" else None)  # (B,H,W)
             for i, label in enumerate(batch["raw_label"]):
                 pred = logits_to_prediction(logits[i], label.shape[-2:])
                 meters[name].update(pred.cpu(), label, int(batch["cls"][i]))
