@@ -360,3 +360,9 @@ def test_show_predictions(tmp_path):
     assert len(fig.axes) == 2 * 3  # a row of supports, then the queries, 3 a row
     assert _titles(fig) == ["support: s1.jpg", "", "", "q1.jpg, IoU 0.50", "q2.jpg", "q3.jpg"]
     assert len(viz.show_predictions(supports, queries[:1], [pred]).axes) == 2
+
+
+def test_prior_ceiling_adds_up_to_its_printed_numbers():
+    text = report.prior_ceiling({"own priors": 28.64, "ground-truth priors": 56.76, "episodes": 1000})
+    assert "score 28.6 mIoU, with the query's ground truth as both priors 56.8 (1000 episodes)" in text
+    assert "The +28.2 points" in text  # 56.8 - 28.6, not round(56.76 - 28.64) = 28.1
