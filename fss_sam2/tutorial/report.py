@@ -166,8 +166,9 @@ def measured_seconds(results: pd.DataFrame) -> str:
 def prior_ceiling(scores: Mapping) -> str:
     """What `diagnostics.oracle_prior_scores` measured, as a sentence: the mIoU with the model's
     own priors and with the ground truth as both priors, and what the difference means."""
+    # rounded first: the gap is the difference of the printed numbers, so that the sentence adds up
     own, truth, n = round(scores["own priors"], 1), round(scores["ground-truth priors"], 1), scores["episodes"]
-    return (  # the difference of the printed numbers, so that the sentence adds upf"with its own priors these weights score {own:.1f} mIoU, with the query's ground truth as both "
+    return (f"with its own priors these weights score {own:.1f} mIoU, with the query's ground truth as both "
             f"priors {truth:.1f} ({n} episodes). The {truth - own:+.1f} points are what perfect pseudo prompts "
             f"would change without retraining; {truth:.1f} is what the rest of this trained model (SAM 2's "
             "memories, the memory attention, the decoder) makes of perfect priors.")
