@@ -160,7 +160,7 @@ def measured_seconds(results: pd.DataFrame) -> str:
     return ", ".join(f"{m} {s:.0f} s" for m, s in zip(timed["method"], timed["seconds"]))
 
 
-# ---- notebook 08: the toy against the paper ----
+# ---- notebook 07: how far the priors hold the rest back ----
 
 
 def prior_ceiling(scores: Mapping) -> str:
@@ -172,6 +172,9 @@ def prior_ceiling(scores: Mapping) -> str:
             f"priors {truth:.1f} ({n} episodes). The {truth - own:+.1f} points are what perfect pseudo prompts "
             f"would change without retraining; {truth:.1f} is what the rest of this trained model (SAM 2's "
             "memories, the memory attention, the decoder) makes of perfect priors.")
+
+
+# ---- notebook 08: the toy against the paper ----
 
 
 def toy_gap(toy: pd.Series, paper: Mapping, paper_size: int, classes: int | None) -> str:
