@@ -388,9 +388,6 @@ def test_training_progress_of_a_short_log(tmp_path):
 
 
 def test_oracle_prior_scores_own_priors_are_the_evaluation(tmp_path):
-    from torch.utils.data import DataLoader
-
-    from fss_sam2.data.episode_dataset import EpisodeDataset, collate
     from fss_sam2.data.episodes import make_episodes
     from fss_sam2.data.sources import ListSource
     from fss_sam2.engine.evaluate import evaluate
@@ -400,14 +397,13 @@ def test_oracle_prior_scores_own_priors_are_the_evaluation(tmp_path):
     episodes = make_episodes(source, fold=0, shot=1, episodes=12)
     torch.manual_seed(0)
     fssam = load_model(None, image_size=S, sam2="tiny-toy", dino="tiny-toy").eval()
-    batches = DataLoader(EpisodeDataset(source, episodes, size=S, fold=0), batch_size=4, collate_fn=collate)
-    scores = diagnostics.oracle_prior_scores(fssam, batches, source.novel(0))
+    scores = diagnostics.oracle_prior_scores(fssam, source, episodes, size=S, fold=0, batch_size=4)
     reference = evaluate(fssam, source, episodes, size=S, fold=0, batch_size=4, progress=False)
     assert scores["episodes"] == 12
     assert scores["own priors"] == pytest.approx(100 * reference["miou"])  # the official protocol's number
     assert scores["ground-truth priors"] != pytest.approx(scores["own priors"])  # the priors reached the model
-    alone = diagnostics.oracle_prior_scores(fssam, batches, source.novel(0), own=False)
+    alone = diagnostics.oracle_prior_scores(fssam, source, episodes, size=S, fold=0, batch_size=4, own=False)
     assert alone == {"ground-truth priors": scores["ground-truth priors"], "episodes": 12}
     priors_only = load_model(None, image_size=S, sam2="tiny-toy", dino="tiny-toy", priors_only=True)
     with pytest.raises(ValueError, match="priors-only"):
-        diagnostics.oracle_prior_scores(priors_only, batches, source.novel(0))
+        diagnostics.oracle_prior_scores(priors_only, source, episodes, size=S, fold=0)

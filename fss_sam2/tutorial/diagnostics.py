@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from ..constants import IGNORE
-from ..metrics import FssMeter, logits_to_prediction
+from ..engine.evaluate import call_model, evaluate
 from .session import label_on_grid
 
 NAN = float("nan")
@@ -191,31 +191,32 @@ def attention_scores(model, batches: Iterable[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(ATTENTION_COLUMNS))
 
 
-@torch.no_grad()
-def oracle_prior_scores(model, batches: Iterable[dict], classes: Sequence[int], own: bool = True) -> dict:
-    """The official class-wise mIoU (%) of `model` (a full FSSAM, not `priors_only`) over
-    `batches` (with "query_label", "raw_label", "cls"), with the query's ground-truth mask
-    (ignore pixels as background) given as both priors of every shot: the ceiling that better
-    priors could reach with these weights (never a method: the oracle reads the answer); and,
-    with `own`, with its own priors (the official evaluation's number, when an evaluation of the
-    same weights and episodes is at hand pass own=False and take its mIoU).
-    -> {"ground-truth priors", "own priors" (with `own`), "episodes"}."""
+def oracle_prior_scores(model, source, episodes, size: int, fold: int, device="cpu", batch_size: int = 16,
+                        own: bool = True) -> dict:
+    """The official evaluation (`engine.evaluate.evaluate`) of `model` (a full FSSAM, not
+    `priors_only`) on `episodes` of `source`, with the query's ground-truth mask (ignore pixels
+    as background) given as both priors of every shot: the ceiling that better priors could
+    reach with these weights (never a method: the oracle reads the answer); and, with `own`,
+    with its own priors (pass own=False when an evaluation of the same weights and episodes is
+    at hand, and take its mIoU). -> mIoU (%) {"ground-truth priors", "own priors" (with `own`),
+    "episodes"}."""
     if getattr(model, "priors_only", False):
         raise ValueError("oracle_prior_scores: a priors-only model would just return the ground truth")
-    meters = {"own priors": FssMeter(classes)} if own else {}
-    meters["ground-truth priors"] = FssMeter(classes)
-    episodes = 0
-    for batch in batches:
-        q, s, m = batch["query"], batch["supports"], batch["support_masks"]
-        truth = (batch["query_label"] == 1).to(q.dtype)  # (B,H,W)
-        oracle = truth[:, None, None].expand(-1, s.shape[1], 2, -1, -1)  # (B,K,2,H,W): [fg, disc]
-        for name in meters:
-            logits = model(q, s, m, priors=oracle if name == "ground-truth priors" else None)  # (B,H,W)
-            for i, label in enumerate(batch["raw_label"]):
-                pred = logits_to_prediction(logits[i], label.shape[-2:])
-                meters[name].update(pred.cpu(), label, int(batch["cls"][i]))
-        episodes += len(q)
-    return {**{name: 100 * meter.running_miou() for name, meter in meters.items()}, "episodes": episodes}
+
+    def with_truth(model, batch, device):
+        truth = (batch["query_label"] == 1).float().to(device)  # (B,S,S)
+        oracle = truth[:, None, None].expand(-1, batch["supports"].shape[1], 2, -1, -1)  # (B,K,2,S,S): [fg, disc]
+        return model(batch["query"].to(device), batch["supports"].to(device), batch["support_masks"].to(device),
+                     priors=oracle)
+
+    steps = {"own priors": call_model} if own else {}
+    steps["ground-truth priors"] = with_truth
+    out = {}
+    for name, step in steps.items():
+        r = evaluate(model, source, episodes, size=size, fold=fold, device=device, batch_size=batch_size,
+                     progress=False, step=step)
+        out[name] = 100 * r["miou"]
+    return {**out, "episodes": len(episodes)}
 
 
 def training_progress(run: str | Path) -> dict:
