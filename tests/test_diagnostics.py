@@ -180,7 +180,12 @@ def test_refinement_rounds_follow_the_model_imr(model, batch):
             high = (w[i] > 0.5) & (grid[i] != 255)
             assert rows.loc[i, "W > 0.5 cells"] == int(high.sum())
             assert rows.loc[i, "W > 0.5 background cells"] == int((high & bg).sum())
+            s_qs = step["S_qs"][:, 0]
+            if obj.any():
+                assert rows.loc[i, "S_qs on object"] == pytest.approx(float(s_qs[i][obj].mean()))
+            assert rows.loc[i, "S_qs on background"] == pytest.approx(float(s_qs[i][bg].mean()))
     assert table["W on object"].dropna().between(0, 1).all()
+    assert table.loc[table["round"] == 0, ["S_qs on object", "S_qs on background"]].isna().all().all()
 
 
 def test_refinement_version_none_is_the_model_switch(model, batch):
@@ -218,6 +223,14 @@ def test_attention_shares(model, batch):
     row = table[(table.episode == 0) & (table.layer == layers) & (table.setting == "plain")].iloc[0]
     assert row["object -> query background"] == pytest.approx(float(rows[:, g == 0].sum(1).mean()))
     assert row["object -> query object"] == pytest.approx(float(rows[:, g == 1].sum(1).mean()))
+    # the calibration map c: only in the calibrated setting, by hand from the trace (episode 0, last layer)
+    calibration = ["calibration on query background", "calibration on query object"]
+    assert table.loc[table.setting == "plain", calibration].isna().all().all()
+    assert table.loc[table.setting == "calibrated", calibration].stack().between(0, 1).all()
+    c = trace.attention_calibrated.calibration[-1][0].double().mean(0)[0]  # (N,)
+    row = table[(table.episode == 0) & (table.layer == layers) & (table.setting == "calibrated")].iloc[0]
+    assert row["calibration on query background"] == pytest.approx(float(c[g == 0].mean()))
+    assert row["calibration on query object"] == pytest.approx(float(c[g == 1].mean()))
 
 
 def test_attention_scores_need_a_query_memory(batch):
@@ -274,6 +287,14 @@ def test_summarise_refinement_by_hand():
     assert lines[0].startswith("IMR (2 rounds) lowers the discriminative prior's IoU on the memory grid "
                                "from 0.500 to 0.300")
     assert "the best round is 0" in lines[1] and "more on the background than on the object" in lines[2]
+    assert len(lines) == 3  # no S_qs in the table: no sentence on it
+    with_support = _refinement({0: [0.5], 1: [0.4]})
+    with_support["S_qs on object"] = with_support["round"].map({0: nan, 1: 0.62})
+    with_support["S_qs on background"] = with_support["round"].map({0: nan, 1: 0.60})
+    s = diagnostics.summarise(refinement=with_support)
+    assert s["S_qs on object"] == pytest.approx(0.62) and s["S_qs on background"] == pytest.approx(0.60)
+    assert diagnostics.refinement_limits(s, rounds=1)[-1].endswith(
+        "averages 0.620 on object cells and 0.600 on background cells: higher on the object")
     # only the first variant of the table is summarised
     two = pd.concat([_refinement({0: [0.5], 1: [0.4]}), _refinement({0: [0.5], 1: [0.9]}).assign(version="v2")])
     assert diagnostics.summarise(refinement=two)["best round"] == 0
@@ -306,14 +327,31 @@ def test_summarise_refinement_without_any_object_on_the_grid():
     assert diagnostics.refinement_limits(s, rounds=1)[0].startswith("no episode keeps an object cell")
 
 
-def _attention(plain: float, calibrated: float, uniform: float = 0.8) -> pd.DataFrame:
+def _attention(plain: float, calibrated: float, uniform: float = 0.8, c_bg: float = nan, c_obj: float = nan
+               ) -> pd.DataFrame:
     rows = []
     for layer, shift in ((1, 0.3), (2, 0.0)):  # only the last layer counts
         for setting, share in (("plain", plain), ("calibrated", calibrated)):
+            calibrated_only = (c_bg - shift, c_obj) if setting == "calibrated" else (nan, nan)
             rows.append({"episode": 0, "layer": layer, "setting": setting, "object -> query background": share / 2,
                          "object -> query object": (1 - share) / 2, "object -> query memory": 0.5,
-                         "background share of query memory": share - shift, "background cells": uniform})
+                         "background share of query memory": share - shift, "background cells": uniform,
+                         "calibration on query background": calibrated_only[0],
+                         "calibration on query object": calibrated_only[1]})
     return pd.DataFrame(rows)
+
+
+def test_calibration_map_sentence():
+    s = diagnostics.summarise(attention=_attention(0.9, 0.6, c_bg=0.7, c_obj=0.72))
+    assert s["calibration on query background"] == pytest.approx(0.7)  # the last layer's
+    assert s["calibration on query object"] == pytest.approx(0.72)
+    lines = diagnostics.attention_limits(s)
+    assert lines[-1].endswith("averages 0.720 on object cells and 0.700 on background cells: higher on the object, "
+                              "so the bias falls harder on background keys")
+    same = diagnostics.attention_limits(diagnostics.summarise(attention=_attention(0.9, 0.6, c_bg=0.7, c_obj=0.703)))
+    assert same[-1].endswith("about equal on both, so the bias cannot single out background keys")
+    # without c (no calibrated rows scored it) there is no sentence about it
+    assert len(diagnostics.attention_limits(diagnostics.summarise(attention=_attention(0.9, 0.6)))) == 3
 
 
 def test_summarise_attention_and_its_sentences():
@@ -402,8 +440,34 @@ def test_oracle_prior_scores_own_priors_are_the_evaluation(tmp_path):
     assert scores["episodes"] == 12
     assert scores["own priors"] == pytest.approx(100 * reference["miou"])  # the official protocol's number
     assert scores["ground-truth priors"] != pytest.approx(scores["own priors"])  # the priors reached the model
-    alone = diagnostics.oracle_prior_scores(fssam, source, episodes, size=S, fold=0, batch_size=4, own=False)
-    assert alone == {"ground-truth priors": scores["ground-truth priors"], "episodes": 12}
+    grid = S * 35 // 32 // 14  # the DINOv2 token grid of the image side S
+    alone = diagnostics.oracle_prior_scores(fssam, source, episodes, size=S, fold=0, batch_size=4, own=False,
+                                            token_grid=True)
+    assert set(alone) == {"ground-truth priors", "token-grid priors", "episodes", "token grid"}
+    assert alone["ground-truth priors"] == scores["ground-truth priors"] and alone["token grid"] == grid
+    assert alone["token-grid priors"] != pytest.approx(alone["ground-truth priors"])  # coarser priors, other logits
     priors_only = load_model(None, image_size=S, sam2="tiny-toy", dino="tiny-toy", priors_only=True)
     with pytest.raises(ValueError, match="priors-only"):
         diagnostics.oracle_prior_scores(priors_only, source, episodes, size=S, fold=0)
+
+
+def test_token_grid_priors_follow_the_prompt_generator():
+    # an object covering the left 3 of 4 tokens' columns exactly: shares 1 there, 0 in the last column
+    truth = torch.zeros(1, 8, 8)
+    truth[0, :, :6] = 1
+    fg, disc = diagnostics.token_grid_priors(truth, grid=4)[0]
+    assert fg.shape == (8, 8) and float(fg.min()) == 0 and float(fg.max()) == pytest.approx(1, abs=1e-6)
+    assert torch.allclose(fg[:, :5], torch.ones(8, 5), atol=1e-6)  # bilinear, corners aligned: ones up to x = 5
+    assert float(fg[0, 7]) == pytest.approx(0, abs=1e-6)
+    # the contrast with the ideal background similarity (1 - share): max(2 fg - 1, 0), min-max
+    expected = (2 * fg - 1).clamp_min(0)
+    assert torch.allclose(disc, expected / expected.max(), atol=1e-5)
+    # 2 x 2 tokens of 4 x 4 pixels: token (0,0) covered, token (0,1) half covered, the rest empty; the
+    # corner pixels sit exactly on the token centres (align_corners): the foreground prior keeps the
+    # half-covered token at 0.5, the contrast with the background (2 fg - 1 = 0) drops it
+    half = torch.zeros(1, 8, 8)
+    half[0, :4, :4] = 1
+    half[0, :4, 4:6] = 1
+    fg, disc = diagnostics.token_grid_priors(half, grid=2)[0]
+    assert [float(fg[0, 0]), float(fg[0, 7]), float(fg[7, 0])] == pytest.approx([1, 0.5, 0], abs=1e-6)
+    assert [float(disc[0, 0]), float(disc[0, 7]), float(disc[7, 7])] == pytest.approx([1, 0, 0], abs=1e-6)

@@ -366,3 +366,8 @@ def test_prior_ceiling_adds_up_to_its_printed_numbers():
     text = report.prior_ceiling({"own priors": 28.64, "ground-truth priors": 56.76, "episodes": 1000})
     assert "score 28.6 mIoU, with the query's ground truth as both priors 56.8 (1000 episodes)" in text
     assert "The +28.2 points" in text  # 56.8 - 28.6, not round(56.76 - 28.64) = 28.1
+    assert "token grid" not in text
+    grid = report.prior_ceiling({"own priors": 28.64, "ground-truth priors": 56.76, "token-grid priors": 41.26,
+                                 "token grid": 10, "episodes": 1000})
+    assert grid.startswith(text)
+    assert "at its 10 x 10 token grid" in grid and "worth 41.3: +12.7 over the own priors, -15.5 against" in grid

@@ -11,8 +11,9 @@ episode (a pandas DataFrame), so a notebook can average, plot or bootstrap them:
 - `attention_scores`: the share of attention that query-object pixels give to query-background
   memory, with and without the calibration (paper, "Support-Calibrated Memory Attention");
 - `oracle_prior_scores`: the mIoU of the same weights with their own priors and with the query's
-  ground truth as both priors (an oracle pseudo prompt generator): how far the priors hold the
-  rest of FSSAM back;
+  ground truth as both priors (an oracle pseudo prompt generator), at pixel resolution and on
+  the DINOv2 token grid (`token_grid_priors`): how far the priors hold the rest of FSSAM back,
+  and how much of that a perfect DINOv2 at the toy's token grid would win back;
 - `training_progress`: whether a run was still improving when its budget ended (its log.csv).
 
 A score that has nothing to measure is NaN, never 0: coverage when the query has no object
@@ -31,18 +32,22 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from ..constants import IGNORE
 from ..engine.evaluate import call_model, evaluate
+from ..modules.common import minmax_normalize
+from ..modules.prompt_generator import DINO_PATCH, dino_size
 from .session import label_on_grid
 
 NAN = float("nan")
 PRIOR_COLUMNS = ("episode", "prior", "iou", "coverage", "leak", "marked", "mean on object", "mean on background")
 REFINEMENT_COLUMNS = ("episode", "version", "round", "object cells", "iou", "coverage", "leak", "W on object",
-                      "W on background", "W > 0.5 cells", "W > 0.5 background cells", "foreground iou")
+                      "W on background", "W > 0.5 cells", "W > 0.5 background cells", "foreground iou",
+                      "S_qs on object", "S_qs on background")
 ATTENTION_COLUMNS = ("episode", "layer", "setting", "object cells", "object -> query background",
                      "object -> query object", "object -> query memory", "background share of query memory",
-                     "background cells", "peak")
+                     "background cells", "peak", "calibration on query background", "calibration on query object")
 
 
 def _f(x) -> float:
@@ -109,7 +114,9 @@ def refinement_scores(model, batches: Iterable[dict], rounds: int = 6, version: 
     (nearest-sampled to the grid, as SCMA samples the support masks), the foreground prior's
     iou (the reference IMR borrows from), and for r >= 1 the mean blend weight W on object and
     on background cells, and how many (non-ignore) cells have W > 0.5, and how many of those
-    are background (counts, to pool over episodes). `version`: one IMR variant ("v1", "v2"), several (one trace, then
+    are background (counts, to pool over episodes), and the mean of S_qs (the foreground-prior
+    query memory's similarity to the support's object prototype, min-max over the cells; W's
+    support term) on object and on background cells. `version`: one IMR variant ("v1", "v2"), several (one trace, then
     the IMR stage once per variant), or None (the model's). Episodes whose object vanishes
     on the grid ("object cells" 0) get NaN scores."""
     versions = [version] if version is None or isinstance(version, str) else list(version)
@@ -131,6 +138,9 @@ def refinement_scores(model, batches: Iterable[dict], rounds: int = 6, version: 
                     w_obj = _share((w * obj).flatten(1).sum(1), n_obj)
                     w_bg = _share((w * bg).flatten(1).sum(1), n_bg)
                     high = (w > 0.5) & (grid != IGNORE)
+                    s_qs = steps[r - 1]["S_qs"][:, 0].float()  # (B,h,w), the same every round
+                    s_qs_obj = _share((s_qs * obj).flatten(1).sum(1), n_obj)
+                    s_qs_bg = _share((s_qs * bg).flatten(1).sum(1), n_bg)
                     n_high, n_high_bg = high.flatten(1).sum(1).tolist(), (high & (grid == 0)).flatten(1).sum(1).tolist()
                 for i in range(len(grid)):
                     rows.append({"episode": episode + i, "version": v, "round": r, "object cells": int(n_obj[i]),
@@ -138,7 +148,8 @@ def refinement_scores(model, batches: Iterable[dict], rounds: int = 6, version: 
                                  "W on object": w_obj[i] if r else NAN, "W on background": w_bg[i] if r else NAN,
                                  "W > 0.5 cells": n_high[i] if r else NAN,
                                  "W > 0.5 background cells": n_high_bg[i] if r else NAN,
-                                 "foreground iou": fg_iou[i]})
+                                 "foreground iou": fg_iou[i], "S_qs on object": s_qs_obj[i] if r else NAN,
+                                 "S_qs on background": s_qs_bg[i] if r else NAN})
         episode += len(grid)
     return pd.DataFrame(rows, columns=list(REFINEMENT_COLUMNS))
 
@@ -155,7 +166,12 @@ def attention_scores(model, batches: Iterable[dict]) -> pd.DataFrame:
       and object cells, the share on background cells; compare with
     - "background cells": the share of those cells that are background (what a uniform
       attention over the query memory would give);
-    - "peak": the largest weight they give one query-memory cell.
+    - "peak": the largest weight they give one query-memory cell;
+    - "calibration on query background" / "calibration on query object" (calibrated setting
+      only, NaN for plain): the mean, over heads and over the query memory's background /
+      object cells, of the calibration map c (how much each query-memory key resembles the
+      support's object prototype, min-max over the keys): SCMA's bias s * min(Â + c - 1, 0)
+      can only single out background keys whose c is lower than the object's.
 
     Episodes whose object vanishes on the grid are left out ("object cells" counts what is
     left). Needs a model with a query memory (FSSAM, not the naive one)."""
@@ -169,7 +185,8 @@ def attention_scores(model, batches: Iterable[dict]) -> pd.DataFrame:
         obj, bg = (grid == 1).float(), (grid == 0).float()
         n_obj = obj.sum(1)
         for setting, maps in (("plain", trace.attention_plain), ("calibrated", trace.attention_calibrated)):
-            for layer, attn in enumerate(maps.query_attention, 1):  # (B,heads,N,N): query pixel -> query memory
+            calibration = maps.calibration or [None] * len(maps.query_attention)  # (B,heads,1,N) per layer
+            for layer, (attn, c) in enumerate(zip(maps.query_attention, calibration), 1):  # attn (B,heads,N,N)
                 a = attn.double()
                 heads = a.mean(1)  # (B,N,N) heads averaged
                 per_pixel = {"object -> query background": (heads * bg[:, None].double()).sum(-1),
@@ -185,38 +202,66 @@ def attention_scores(model, batches: Iterable[dict]) -> pd.DataFrame:
                     row["background share of query memory"] = (row["object -> query background"] / valid
                                                                if valid > 0 else NAN)
                     row["background cells"] = _f(bg[i].sum() / (bg[i] + obj[i]).sum())
+                    c_i = None if c is None else c[i].double().mean(0)[0]  # (N,) heads averaged
+                    row["calibration on query background"] = (NAN if c_i is None or bg[i].sum() == 0
+                                                              else _f((c_i * bg[i]).sum() / bg[i].sum()))
+                    row["calibration on query object"] = NAN if c_i is None else _f((c_i * obj[i]).sum() / n_obj[i])
                     rows.append({"episode": episode + i, "layer": layer, "setting": setting,
                                  "object cells": int(n_obj[i]), **row})
         episode += len(grid)
     return pd.DataFrame(rows, columns=list(ATTENTION_COLUMNS))
 
 
+def token_grid_priors(truth: torch.Tensor, grid: int) -> torch.Tensor:
+    """The priors a DINOv2 whose token features named the object exactly would give: each
+    token's share of the ground-truth mask `truth` (B,S,S) in {0,1} on a `grid` x `grid` token
+    grid stands in for its cosine with the support's object prototype (and 1 - share for the
+    background one), through the pseudo prompt generator's own steps (min-max on the grid,
+    bilinear upsampling, contrast at image size; modules/prompt_generator.py) -> (B,2,S,S)
+    [foreground, discriminative]."""
+    size = truth.shape[-2:]
+    share = F.adaptive_avg_pool2d(truth[:, None].float(), grid)  # (B,1,t,t)
+    fg_tok, bg_tok = minmax_normalize(share, dims=(2, 3)), minmax_normalize(1 - share, dims=(2, 3))
+    fg = F.interpolate(fg_tok, size=size, mode="bilinear", align_corners=True)  # (B,1,S,S)
+    bg = F.interpolate(bg_tok, size=size, mode="bilinear", align_corners=True)
+    disc = minmax_normalize((fg - bg).clamp_min(0), dims=(2, 3))
+    return torch.cat([fg, disc], dim=1)
+
+
 def oracle_prior_scores(model, source, episodes, size: int, fold: int, device="cpu", batch_size: int = 16,
-                        own: bool = True) -> dict:
+                        own: bool = True, token_grid: bool = False) -> dict:
     """The official evaluation (`engine.evaluate.evaluate`) of `model` (a full FSSAM, not
     `priors_only`) on `episodes` of `source`, with the query's ground-truth mask (ignore pixels
     as background) given as both priors of every shot: the ceiling that better priors could
-    reach with these weights (never a method: the oracle reads the answer); and, with `own`,
-    with its own priors (pass own=False when an evaluation of the same weights and episodes is
-    at hand, and take its mIoU). -> mIoU (%) {"ground-truth priors", "own priors" (with `own`),
-    "episodes"}."""
+    reach with these weights (never a method: the oracle reads the answer); with `token_grid`,
+    also with `token_grid_priors` on the DINOv2 token grid (the ceiling of a perfect DINOv2 at
+    its resolution); and, with `own`, with its own priors (pass own=False when an evaluation of
+    the same weights and episodes is at hand, and take its mIoU). -> mIoU (%) {"ground-truth
+    priors", "token-grid priors" (with `token_grid`), "own priors" (with `own`), "episodes",
+    "token grid" (its side)}."""
     if getattr(model, "priors_only", False):
         raise ValueError("oracle_prior_scores: a priors-only model would just return the ground truth")
+    grid = dino_size(size) // DINO_PATCH
 
-    def with_truth(model, batch, device):
-        truth = (batch["query_label"] == 1).float().to(device)  # (B,S,S)
-        oracle = truth[:, None, None].expand(-1, batch["supports"].shape[1], 2, -1, -1)  # (B,K,2,S,S): [fg, disc]
-        return model(batch["query"].to(device), batch["supports"].to(device), batch["support_masks"].to(device),
-                     priors=oracle)
+    def oracle_step(make_priors):
+        def step(model, batch, device):
+            truth = (batch["query_label"] == 1).float().to(device)  # (B,S,S)
+            priors = make_priors(truth)  # (B,2,S,S): [fg, disc]
+            oracle = priors[:, None].expand(-1, batch["supports"].shape[1], -1, -1, -1)  # (B,K,2,S,S)
+            return model(batch["query"].to(device), batch["supports"].to(device),
+                         batch["support_masks"].to(device), priors=oracle)
+        return step
 
     steps = {"own priors": call_model} if own else {}
-    steps["ground-truth priors"] = with_truth
+    steps["ground-truth priors"] = oracle_step(lambda truth: truth[:, None].expand(-1, 2, -1, -1))
+    if token_grid:
+        steps["token-grid priors"] = oracle_step(lambda truth: token_grid_priors(truth, grid))
     out = {}
     for name, step in steps.items():
         r = evaluate(model, source, episodes, size=size, fold=fold, device=device, batch_size=batch_size,
                      progress=False, step=step)
         out[name] = 100 * r["miou"]
-    return {**out, "episodes": len(episodes)}
+    return {**out, "episodes": len(episodes), "token grid": grid}
 
 
 def training_progress(run: str | Path) -> dict:
@@ -252,11 +297,13 @@ def summarise(priors: pd.DataFrame | None = None, refinement: pd.DataFrame | Non
       has a score), "best minus rounds" / "best minus rounds s.e." (the best round's IoU minus
       that after `rounds`, paired over the episodes, and its standard error), "foreground prior
       iou", "W on object" / "W on background" and "W > 0.5 background share" (the share of the
-      cells with W > 0.5 that are query background, pooled), over rounds 1..`rounds` ("W rounds"),
+      cells with W > 0.5 that are query background, pooled), "S_qs on object" / "S_qs on
+      background", over rounds 1..`rounds` ("W rounds"),
       "episodes on the grid" (with an object cell);
     - attention (the last layer, the one the decoder reads): per setting "object -> query
       background (<setting>)", "background share of query memory (<setting>)", "object ->
-      query memory (<setting>)", and "background cells" (the uniform reference)."""
+      query memory (<setting>)", "background cells" (the uniform reference), and
+      "calibration on query background" / "calibration on query object" (the map c)."""
     out = {}
     if priors is not None:
         for name, g in priors.groupby("prior", sort=False):
@@ -281,6 +328,8 @@ def summarise(priors: pd.DataFrame | None = None, refinement: pd.DataFrame | Non
         out["W rounds"] = last
         out["W on object"] = _mean(weighted["W on object"])
         out["W on background"] = _mean(weighted["W on background"])
+        for k in ("S_qs on object", "S_qs on background"):
+            out[k] = _mean(weighted[k]) if k in weighted else NAN
         if "W > 0.5 cells" in weighted and weighted["W > 0.5 cells"].sum() > 0:
             out["W > 0.5 background share"] = float(weighted["W > 0.5 background cells"].sum()
                                                     / weighted["W > 0.5 cells"].sum())
@@ -294,6 +343,9 @@ def summarise(priors: pd.DataFrame | None = None, refinement: pd.DataFrame | Non
             for k in ("object -> query background", "background share of query memory", "object -> query memory"):
                 out[f"{k} ({setting})"] = _mean(g[k])
         out["background cells"] = _mean(last.loc[last["setting"] == "plain", "background cells"])
+        calibrated = last[last["setting"] == "calibrated"]
+        for k in ("calibration on query background", "calibration on query object"):
+            out[k] = _mean(calibrated[k]) if k in calibrated else NAN
     return out
 
 
@@ -401,6 +453,13 @@ def refinement_limits(summary: dict, rounds: int, tolerance: float = 0.005) -> l
     high = "" if math.isnan(share) else f"; of the cells with W > 0.5, {_pct(share)} are background"
     lines.append(f"W averages {_num(w_obj)} on object cells and {_num(w_bg)} on background cells ({span}): IMR "
                  f"blends M_fg in {where}{high}")
+    q_obj, q_bg = summary.get("S_qs on object", NAN), summary.get("S_qs on background", NAN)
+    if not (math.isnan(q_obj) or math.isnan(q_bg)):
+        tells = _compare(q_obj, q_bg, tolerance, "higher on the object", "higher on the background",
+                         "about equal on both: it cannot tell them apart")
+        lines.append(f"W's support term S_qs (the foreground-prior query memory against the support's object "
+                     f"prototype, 0..1) averages {q_obj:.3f} on object cells and {q_bg:.3f} on background cells: "
+                     f"{tells}")
     return lines
 
 
@@ -427,4 +486,11 @@ def attention_limits(summary: dict, tolerance: float = 0.005) -> list[str]:
     b_calib = summary.get("object -> query background (calibrated)", NAN)
     lines.append(f"of their whole attention (supports, query memory, pointers) the query memory gets {q_plain:.1%} "
                  f"(plain) and {q_calib:.1%} (calibrated), its background cells {b_plain:.1%} and {b_calib:.1%}")
+    c_bg, c_obj = summary.get("calibration on query background", NAN), summary.get("calibration on query object", NAN)
+    if not (math.isnan(c_bg) or math.isnan(c_obj)):
+        tells = _compare(c_obj, c_bg, tolerance, "higher on the object, so the bias falls harder on background keys",
+                         "higher on the background, so the bias falls harder on object keys",
+                         "about equal on both, so the bias cannot single out background keys")
+        lines.append(f"the calibration map c (each query-memory key's similarity to the support's object prototype, "
+                     f"0..1) averages {c_obj:.3f} on object cells and {c_bg:.3f} on background cells: {tells}")
     return lines

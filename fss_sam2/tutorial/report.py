@@ -165,13 +165,20 @@ def measured_seconds(results: pd.DataFrame) -> str:
 
 def prior_ceiling(scores: Mapping) -> str:
     """What `diagnostics.oracle_prior_scores` measured, as a sentence: the mIoU with the model's
-    own priors and with the ground truth as both priors, and what the difference means."""
+    own priors and with the ground truth as both priors, and what the difference means; with a
+    "token-grid priors" entry, also what a perfect DINOv2 at its token grid would reach."""
     # rounded first: the gap is the difference of the printed numbers, so that the sentence adds up
     own, truth, n = round(scores["own priors"], 1), round(scores["ground-truth priors"], 1), scores["episodes"]
-    return (f"with its own priors these weights score {own:.1f} mIoU, with the query's ground truth as both "
+    text = (f"with its own priors these weights score {own:.1f} mIoU, with the query's ground truth as both "
             f"priors {truth:.1f} ({n} episodes). The {truth - own:+.1f} points are what perfect pseudo prompts "
             f"would change without retraining; {truth:.1f} is what the rest of this trained model (SAM 2's "
             "memories, the memory attention, the decoder) makes of perfect priors.")
+    if "token-grid priors" in scores:
+        grid, tokens = scores["token grid"], round(scores["token-grid priors"], 1)
+        text += (f" A DINOv2 whose features named the object exactly, at its {grid} x {grid} token grid (each "
+                 f"token's share of the object as its similarity), would give priors worth {tokens:.1f}: "
+                 f"{tokens - own:+.1f} over the own priors, {tokens - truth:+.1f} against pixel-exact ones.")
+    return text
 
 
 # ---- notebook 08: the toy against the paper ----
