@@ -157,3 +157,53 @@ def test_attention_loss_rewards_looking_at_the_object():
     assert losses[2] == pytest.approx((-np.log(1 / 8) - 2 * np.log(7 / 8)) / 3, rel=1e-5)
     # a frame a without the object on the grid teaches nothing
     assert sam2_standin._attention_loss([uniform], torch.zeros(1, side, side, dtype=torch.long), mask_b).item() == 0
+
+
+class _ColourCodedDino(torch.nn.Module):
+    """A DINOv2 stand-in for the probe test: each token is the one-hot class that the red channel
+    of its patch encodes (red = 12 x class, see `_colour_coded_world`), or a constant when `blind`."""
+
+    def __init__(self, blind: bool = False):
+        super().__init__()
+        self.blind = blind
+
+    def patch_features(self, x):
+        from fss_sam2.modules.prompt_generator import DINO_MEAN, DINO_PATCH, DINO_STD
+        red = torch.nn.functional.avg_pool2d(x[:, :1] * DINO_STD[0] + DINO_MEAN[0], DINO_PATCH)  # (N,1,t,t)
+        cls = (red / 12).round().long().clamp(0, NUM_TOY_CLASSES)[:, 0]
+        if self.blind:
+            cls = torch.zeros_like(cls)
+        return torch.nn.functional.one_hot(cls, NUM_TOY_CLASSES + 1).permute(0, 3, 1, 2).float()
+
+
+def _colour_coded_world(root: Path, images: int = 80) -> Path:
+    """toy_XXXXX images whose left half shows class (i % 20) + 1 with red = 12 x class, the right
+    half background (red 0); labels to match. Images 60-79 are the held-out block (VAL_EVERY)."""
+    from PIL import Image
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClassAug").mkdir()
+    for i in range(images):
+        cls = i % NUM_TOY_CLASSES + 1
+        label = np.zeros((64, 64), np.uint8)
+        label[:, :32] = cls
+        image = np.full((64, 64, 3), 90, np.uint8)
+        image[..., 0] = label * 12
+        Image.fromarray(image).save(root / "JPEGImages" / f"toy_{i:05d}.jpg", quality=95)
+        Image.fromarray(label).save(root / "SegmentationClassAug" / f"toy_{i:05d}.png")
+    return root
+
+
+def test_token_probe_tells_informative_tokens_from_blind_ones(tmp_path):
+    root = _colour_coded_world(tmp_path / "world")
+    seeing = dino_standin.evaluate_token_probe(_ColourCodedDino(), root, image_size=64)
+    blind = dino_standin.evaluate_token_probe(_ColourCodedDino(blind=True), root, image_size=64)
+    assert seeing["chance"] == 1 / NUM_TOY_CLASSES
+    assert seeing["object tokens"] > 0 and seeing["tokens"] > seeing["object tokens"]  # held-out block only
+    assert seeing["object-token accuracy"] > 0.9, seeing
+    # the token astride the class / background edge mixes both reds, so not every background token is right
+    assert seeing["object vs background accuracy"] > 0.75, seeing
+    assert blind["object-token accuracy"] <= 0.1, blind  # one feature for every token: one class at most
+    again = dino_standin.evaluate_token_probe(_ColourCodedDino(), root, image_size=64)
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in seeing.items() if k != "seconds"}
+    with pytest.raises(FileNotFoundError, match="no toy_"):
+        dino_standin.evaluate_token_probe(_ColourCodedDino(), tmp_path / "empty", image_size=64)

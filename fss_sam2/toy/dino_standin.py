@@ -29,13 +29,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones.dinov2 import build_dinov2
+from ..constants import IGNORE
 from ..data.lists import class_pixel_counts
+from ..data.sources import read_image, read_label
 from ..data.transforms import resize
 from ..engine.checkpoint import atomic_save
 from ..modules.common import cosine_map, masked_average
-from ..modules.prompt_generator import DINO_MEAN, DINO_PATCH, DINO_STD, dino_size
+from ..modules.prompt_generator import DINO_MEAN, DINO_PATCH, DINO_STD, PseudoPromptGenerator, dino_size
 from .training import loss_summary, lr_factor
-from .world import NUM_TOY_CLASSES, make_image, read_clips_meta, scaled_min_pixels
+from .world import NUM_TOY_CLASSES, VAL_EVERY, make_image, read_clips_meta, scaled_min_pixels
 
 DINO_STEPS = 900
 PRETRAIN_IMAGE_OFFSET = 1_000_000  # pretraining image k of seed s is world image OFFSET * (s + 1) + k
@@ -213,3 +215,81 @@ def pretrain_toy_dino(root: str | Path, out_file: str | Path, steps: int = DINO_
     }
 
 
+
+
+@torch.no_grad()
+def _token_classes(generator: PseudoPromptGenerator, paths: list[tuple[Path, Path]], size: int,
+                   batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """DINOv2 tokens (T,C) of the images and each token's class (T,): the class (0 background,
+    1..20) holding at least half its non-ignore pixels, -1 where none does."""
+    feats, classes = [], []
+    for start in range(0, len(paths), batch):
+        images, labels = [], []
+        for image_path, label_path in paths[start : start + batch]:
+            image, label = resize(read_image(image_path), read_label(label_path), (size, size))
+            images.append(torch.from_numpy(np.array(image, np.float32)).permute(2, 0, 1))
+            labels.append(torch.from_numpy(np.array(label, np.int64)))
+        tokens = generator.tokens(torch.stack(images))  # (N,C,t,t)
+        label = torch.stack(labels)
+        label = torch.where(label == IGNORE, NUM_TOY_CLASSES + 1, label.clamp_max(NUM_TOY_CLASSES))
+        onehot = F.one_hot(label, NUM_TOY_CLASSES + 2).permute(0, 3, 1, 2).float()  # (N,22,S,S), last = ignore
+        frac = F.adaptive_avg_pool2d(onehot, tokens.shape[-2:])  # (N,22,t,t)
+        share, cls = (frac[:, :-1] / (1 - frac[:, -1:]).clamp_min(1e-6)).max(1)  # over non-ignore pixels
+        feats.append(tokens.permute(0, 2, 3, 1).flatten(0, 2))
+        classes.append(torch.where(share >= 0.5, cls, -1).flatten())
+    return torch.cat(feats), torch.cat(classes)
+
+
+def evaluate_token_probe(dino: nn.Module, root: str | Path, image_size: int = 128, steps: int = 300,
+                         seed: int = 0, batch: int = 50) -> dict:
+    """How much of the class the stand-in's patch tokens carry: a linear probe (21 classes with
+    the background, class-balanced cross-entropy, full-batch Adam) on the tokens of the world's
+    images on disk, fitted on the training blocks and scored on the validation blocks
+    (`VAL_EVERY`), all 20 classes in both. The real DINOv2's patch tokens name PASCAL's classes
+    well enough for its priors; this measures whether the stand-in's do on the toy.
+
+    Returns "object-token accuracy" (of the held-out tokens that are mostly one class, the share
+    the probe names; predicting background counts as wrong), the same on the probe's own
+    training tokens, "object vs background accuracy" (held out), "chance" (1/20), the token
+    counts and seconds."""
+    t0 = time.perf_counter()
+    root = Path(root)
+    images = sorted((root / "JPEGImages").glob("toy_*.jpg"))
+    if not images:
+        raise FileNotFoundError(f"{root / 'JPEGImages'}: no toy_*.jpg images (generate the world: fss-sam2 data toy)")
+    held_out = [(int(p.stem[4:]) // NUM_TOY_CLASSES) % VAL_EVERY == VAL_EVERY - 1 for p in images]
+    pairs = [(p, root / "SegmentationClassAug" / f"{p.stem}.png") for p in images]
+    generator = PseudoPromptGenerator(dino).eval()
+    split = {}
+    for name, want in (("train", False), ("held out", True)):
+        chosen = [pair for pair, h in zip(pairs, held_out) if h == want]
+        if not chosen:
+            raise ValueError(f"{root}: no {name} images for the probe ({len(images)} images on disk)")
+        x, y = _token_classes(generator, chosen, image_size, batch)
+        split[name] = (x[y >= 0], y[y >= 0])
+    (x_train, y_train), (x_test, y_test) = split["train"], split["held out"]
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    classes = NUM_TOY_CLASSES + 1
+    weight = torch.bincount(y_train, minlength=classes).float()
+    weight = weight.sum() / (classes * weight.clamp_min(1))  # class-balanced: the background dominates
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        probe = nn.Linear(x_train.shape[1], classes)
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-4)
+    z_train, z_test = (x_train - mean) / std, (x_test - mean) / std
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(probe(z_train), y_train, weight=weight).backward()
+        opt.step()
+    with torch.no_grad():
+        pred_train, pred_test = probe(z_train).argmax(1), probe(z_test).argmax(1)
+    obj_train, obj_test = y_train > 0, y_test > 0
+    return {
+        "object-token accuracy": float((pred_test[obj_test] == y_test[obj_test]).float().mean()),
+        "object-token accuracy (probe's training images)": float((pred_train[obj_train] == y_train[obj_train]).float().mean()),
+        "object vs background accuracy": float(((pred_test > 0) == obj_test).float().mean()),
+        "chance": 1 / NUM_TOY_CLASSES,
+        "object tokens": int(obj_test.sum()),
+        "tokens": int(len(y_test)),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
