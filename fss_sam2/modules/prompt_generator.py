@@ -104,9 +104,7 @@ class PseudoPromptGenerator(nn.Module):
         )  # (BK,1,t,t)
         fg_tok = minmax_normalize(cosine_map(q, masked_average(s, m)), dims=(2, 3))  # (BK,1,t,t)
         bg_tok = minmax_normalize(cosine_map(q, masked_average(s, 1 - m)), dims=(2, 3))
-        fg = F.interpolate(fg_tok, size=(h, w), mode="bilinear", align_corners=True)  # (BK,1,H,W)
-        bg = F.interpolate(bg_tok, size=(h, w), mode="bilinear", align_corners=True)
-        disc = minmax_normalize((fg - bg).clamp_min(0), dims=(2, 3))  # contrast taken at image size
+        fg, bg, disc = priors_at_image_size(fg_tok, bg_tok, (h, w))  # (BK,1,H,W) each
         return PriorMaps(*(x.view(b, k, *x.shape[-2:]) for x in (fg_tok, bg_tok, fg, bg, disc)))
 
     def forward(self, query: torch.Tensor, supports: torch.Tensor, support_masks: torch.Tensor,
@@ -115,6 +113,15 @@ class PseudoPromptGenerator(nn.Module):
         {0,1} (ignore pixels already zeroed), optional known tokens (see `maps`) -> priors
         (B,K,2,H,W) [foreground, discriminative]."""
         return self.maps(query, supports, support_masks, tokens).priors
+
+
+def priors_at_image_size(fg_tokens: torch.Tensor, bg_tokens: torch.Tensor, size) -> tuple[torch.Tensor, ...]:
+    """The token-grid similarity maps fg_sim, bg_sim (N,1,t,t) in [0,1] -> (fg, bg, disc), each
+    (N,1,H,W) at `size` = (H,W): bilinear upsampling, then the contrast taken at image size."""
+    fg = F.interpolate(fg_tokens, size=size, mode="bilinear", align_corners=True)
+    bg = F.interpolate(bg_tokens, size=size, mode="bilinear", align_corners=True)
+    disc = minmax_normalize((fg - bg).clamp_min(0), dims=(2, 3))
+    return fg, bg, disc
 
 
 def _check_inputs(query, supports, support_masks) -> tuple[int, int, int, int]:

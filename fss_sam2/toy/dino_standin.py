@@ -215,8 +215,6 @@ def pretrain_toy_dino(root: str | Path, out_file: str | Path, steps: int = DINO_
     }
 
 
-
-
 @torch.no_grad()
 def _token_classes(generator: PseudoPromptGenerator, paths: list[tuple[Path, Path]], size: int,
                    batch: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ..constants import IGNORE
 from ..engine.evaluate import call_model, evaluate
 from ..modules.common import minmax_normalize
-from ..modules.prompt_generator import DINO_PATCH, dino_size
+from ..modules.prompt_generator import DINO_PATCH, dino_size, priors_at_image_size
 from .session import label_on_grid
 
 NAN = float("nan")
@@ -216,15 +216,12 @@ def token_grid_priors(truth: torch.Tensor, grid: int) -> torch.Tensor:
     """The priors a DINOv2 whose token features named the object exactly would give: each
     token's share of the ground-truth mask `truth` (B,S,S) in {0,1} on a `grid` x `grid` token
     grid stands in for its cosine with the support's object prototype (and 1 - share for the
-    background one), through the pseudo prompt generator's own steps (min-max on the grid,
-    bilinear upsampling, contrast at image size; modules/prompt_generator.py) -> (B,2,S,S)
+    background one), through the pseudo prompt generator's own steps (min-max on the grid, then
+    `priors_at_image_size`) -> (B,2,S,S)
     [foreground, discriminative]."""
-    size = truth.shape[-2:]
     share = F.adaptive_avg_pool2d(truth[:, None].float(), grid)  # (B,1,t,t)
     fg_tok, bg_tok = minmax_normalize(share, dims=(2, 3)), minmax_normalize(1 - share, dims=(2, 3))
-    fg = F.interpolate(fg_tok, size=size, mode="bilinear", align_corners=True)  # (B,1,S,S)
-    bg = F.interpolate(bg_tok, size=size, mode="bilinear", align_corners=True)
-    disc = minmax_normalize((fg - bg).clamp_min(0), dims=(2, 3))
+    fg, _, disc = priors_at_image_size(fg_tok, bg_tok, truth.shape[-2:])  # (B,1,S,S) each
     return torch.cat([fg, disc], dim=1)
 
 
