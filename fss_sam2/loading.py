@@ -69,59 +69,79 @@ def load_model(
         model = build_model(cfg | switches, image_size, device)
     else:
         source = str(checkpoint)
-        ckpt = load_checkpoint_file(checkpoint)
-        if checkpoint_kind(ckpt, source) == "official":
-            cfg = {"sam2": sam2, "dino": dino, "sam2_checkpoint": source, "dino_checkpoint": source}
-            model = build_model(cfg | switches, image_size, device)
-        else:
-            config = ckpt["config"]
-            cfg = dict(config["model"]) | switches
-            for key, value in (("sam2_checkpoint", sam2_checkpoint), ("dino_checkpoint", dino_checkpoint)):
-                if value is not None:
-                    cfg[key] = value
-                elif cfg.get(key) and not Path(cfg[key]).exists():
-                    raise FileNotFoundError(
-                        f"{source}: its config names {key}={cfg[key]} (the frozen weights it was trained "
-                        f"over), which does not exist here; pass {key}=PATH"
-                    )
-            # frozen parts without a weights file are random: rebuild them as the trainer did
-            torch.manual_seed(int(config["train"]["seed"]))
-            model = build_model(cfg, int(config["data"]["image_size"]), device)
-            model.load_trainable_state_dict(ckpt["model"], source=source)
+        model = _model_from_checkpoint(load_checkpoint_file(checkpoint), source, device, sam2_checkpoint=sam2_checkpoint,
+                                       dino_checkpoint=dino_checkpoint, switches=switches, sam2=sam2, dino=dino,
+                                       image_size=image_size)
     return model.to(dtype=dtype).eval()
 
 
-def load_checkpoint_model(checkpoint, cfg=None, overrides: Sequence[str] = (), device="cpu"):
+def _model_from_checkpoint(ckpt: dict, source: str, device, *, sam2_checkpoint=None, dino_checkpoint=None,
+                           switches: Mapping = (), sam2: str | None = None, dino: str | None = None,
+                           image_size: int | None = None) -> FSSAM:
+    """FSSAM from a checkpoint already read from `source` (`load_model` says which kinds);
+    sam2, dino and image_size describe an authors' file (ours record them in their config)."""
+    if checkpoint_kind(ckpt, source) == "official":
+        cfg = {"sam2": sam2, "dino": dino, "sam2_checkpoint": source, "dino_checkpoint": source}
+        return build_model(cfg | dict(switches), image_size, device)
+    config = ckpt["config"]
+    cfg = dict(config["model"]) | dict(switches)
+    for key, value in (("sam2_checkpoint", sam2_checkpoint), ("dino_checkpoint", dino_checkpoint)):
+        if value is not None:
+            cfg[key] = value
+        elif cfg.get(key) and not Path(cfg[key]).exists():
+            raise FileNotFoundError(
+                f"{source}: its config names {key}={cfg[key]} (the frozen weights it was trained "
+                f"over), which does not exist here; pass {key}=PATH"
+            )
+    # frozen parts without a weights file are random: rebuild them as the trainer did
+    torch.manual_seed(int(config["train"]["seed"]))
+    model = build_model(cfg, int(config["data"]["image_size"]), device)
+    model.load_trainable_state_dict(ckpt["model"], source=source)
+    return model
+
+
+def load_checkpoint_model(checkpoint, cfg=None, overrides: Sequence[str] = (), device="cpu", *,
+                          state: dict | None = None):
     """(FSSAM in eval mode, kind) from our `last.pt` / `best.pt` ('ours') or an authors' release
     checkpoint ('official').
 
     ours: architecture, switches and frozen-weight files come from the checkpoint's own config;
     `model.*` keys set in `overrides` (an ablation switch, a moved `model.sam2_checkpoint`) apply
     on top. official: `cfg` (required) names the SAM 2 size, DINOv2, switches and image size.
+    state: the file's contents if already read (`load_checkpoint_file`); it is then not read again.
     """
     path = str(checkpoint)
-    ckpt = load_checkpoint_file(path)
+    ckpt = load_checkpoint_file(path) if state is None else state
     kind = checkpoint_kind(ckpt, path)
     if kind == "official":
         if cfg is None:
             raise ValueError(f"{path}: an authors' FSSAM checkpoint; pass --config too (it names the SAM 2 size, "
                              "DINOv2 and the image size)")
-        return load_model(path, image_size=cfg.data.image_size, device=device, **to_dict(cfg.model)), kind
+        model_cfg = to_dict(cfg.model)
+        fixed = {"sam2": model_cfg.pop("sam2"), "dino": model_cfg.pop("dino"),
+                 "sam2_checkpoint": model_cfg.pop("sam2_checkpoint", None),
+                 "dino_checkpoint": model_cfg.pop("dino_checkpoint", None)}
+        model = _model_from_checkpoint(ckpt, path, device, **fixed, switches=model_cfg,
+                                       image_size=cfg.data.image_size)
+        return model.to(dtype=torch.float32).eval(), kind
     explicit = parse_overrides(overrides).get("model", {}) if overrides else {}
     keep = (*SWITCHES, "sam2_checkpoint", "dino_checkpoint")
-    model = load_model(path, device=device, **{k: v for k, v in explicit.items() if k in keep})
+    chosen = {k: v for k, v in explicit.items() if k in keep}
+    model = _model_from_checkpoint(ckpt, path, device, sam2_checkpoint=chosen.pop("sam2_checkpoint", None),
+                                   dino_checkpoint=chosen.pop("dino_checkpoint", None), switches=chosen)
     trained = ckpt["config"]["data"]
     if cfg is not None and cfg.data.dataset == trained["dataset"] and cfg.data.fold != trained["fold"]:
         warnings.warn(f"{path}: trained on fold {trained['fold']}, evaluated on fold {cfg.data.fold}, whose novel "
                       "classes it saw in training")
-    return model, kind
+    return model.to(dtype=torch.float32).eval(), kind
 
 
-def training_record(checkpoint) -> dict:
+def training_record(checkpoint, *, state: dict | None = None) -> dict:
     """{"trained_shot", "training_seed"} of a checkpoint: its config's data.shot and train.seed
-    for ours; None for the authors' release files, which do not record them."""
+    for ours; None for the authors' release files, which do not record them. state: as in
+    `load_checkpoint_model`."""
     path = str(checkpoint)
-    ckpt = load_checkpoint_file(path)
+    ckpt = load_checkpoint_file(path) if state is None else state
     if checkpoint_kind(ckpt, path) == "official":
         return {"trained_shot": None, "training_seed": None}
     config = ckpt["config"]

@@ -111,6 +111,29 @@ def test_authors_checkpoint_gives_the_same_numbers(root, checkpoint, tmp_path):
     assert stats.paired_miou_difference(tmp_path / "ours", tmp_path / "official")["ci95"] == [0.0, 0.0]
 
 
+def test_evaluation_reads_the_checkpoint_once(root, checkpoint, tmp_path, monkeypatch):
+    """The model and its training record come from one read of the file (frozen-weight files
+    the config names are read by their own loaders and not counted)."""
+    import fss_sam2.backbones.sam2_checkpoint as files
+    import fss_sam2.engine.evaluate as evaluate_module
+    import fss_sam2.loading as loading
+
+    reads = []
+    real = files.load_checkpoint_file
+
+    def counting(path, *args, **kwargs):
+        if Path(path) == Path(checkpoint):
+            reads.append(path)
+        return real(path, *args, **kwargs)
+
+    for module in (files, loading, evaluate_module):
+        monkeypatch.setattr(module, "load_checkpoint_file", counting)
+    result = evaluate_checkpoint(load_config(CONFIG, overrides(root)), checkpoint, tmp_path / "once", episodes=2,
+                                 progress=False)
+    assert len(reads) == 1
+    assert (result["checkpoint_kind"], result["trained_shot"]) == ("ours", 1)
+
+
 def test_an_inference_switch_names_the_method(root, checkpoint, tmp_path):
     cfg = load_config(CONFIG, overrides(root))
     full = evaluate_checkpoint(cfg, checkpoint, tmp_path / "full", episodes=6, progress=False)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..backbones.sam2_checkpoint import load_checkpoint_file
 from ..config import to_dict
 from ..constants import SYNTHETIC_NOTE
 from ..data import open_source
@@ -129,7 +130,8 @@ def evaluate_checkpoint(
     out = Path(out)
     dev = resolve_device(device or cfg.train.device, 0, 1)
     source = open_source(d.dataset, d.root)
-    model, kind = load_checkpoint_model(checkpoint, cfg, overrides, dev)
+    state = load_checkpoint_file(checkpoint)  # read once: the model and its training record
+    model, kind = load_checkpoint_model(checkpoint, cfg, overrides, dev, state=state)
     if compile:
         compile_model(model, dev)
     size = model.image_size  # ours: the size it was trained at
@@ -161,7 +163,7 @@ def evaluate_checkpoint(
     synthetic = source.dataset == "toy"
     result = {
         "model": "FSSAM", "method": method_name(switches, d.shot), **switches,
-        "checkpoint": str(checkpoint), "checkpoint_kind": kind, **training_record(checkpoint),
+        "checkpoint": str(checkpoint), "checkpoint_kind": kind, **training_record(checkpoint, state=state),
         "dataset": source.dataset, "root": str(d.root), "fold": d.fold, "shot": d.shot, "image_size": size,
         "synthetic": synthetic, "label": TOY_LABEL if synthetic else None,
         "episodes": episodes, "stream": d.stream, "stream_workers": d.stream_workers,
