@@ -118,10 +118,10 @@ def load_checkpoint_model(checkpoint, cfg=None, overrides: Sequence[str] = (), d
             raise ValueError(f"{path}: an authors' FSSAM checkpoint; pass --config too (it names the SAM 2 size, "
                              "DINOv2 and the image size)")
         model_cfg = to_dict(cfg.model)
-        fixed = {"sam2": model_cfg.pop("sam2"), "dino": model_cfg.pop("dino"),
-                 "sam2_checkpoint": model_cfg.pop("sam2_checkpoint", None),
-                 "dino_checkpoint": model_cfg.pop("dino_checkpoint", None)}
-        model = _model_from_checkpoint(ckpt, path, device, **fixed, switches=model_cfg,
+        sam2, dino = model_cfg.pop("sam2"), model_cfg.pop("dino")
+        for key in ("sam2_checkpoint", "dino_checkpoint"):  # the authors' file holds both weights itself
+            model_cfg.pop(key, None)
+        model = _model_from_checkpoint(ckpt, path, device, switches=model_cfg, sam2=sam2, dino=dino,
                                        image_size=cfg.data.image_size)
         return model.to(dtype=torch.float32).eval(), kind
     explicit = parse_overrides(overrides).get("model", {}) if overrides else {}

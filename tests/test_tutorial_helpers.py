@@ -371,3 +371,62 @@ def test_prior_ceiling_adds_up_to_its_printed_numbers():
                                  "token grid": 10, "episodes": 1000})
     assert grid.startswith(text)
     assert "at its 10 x 10 token grid" in grid and "worth 41.3: +12.7 over the own priors, -15.5 against" in grid
+
+
+def _toy_rows(fssam: dict, five: dict | None = None) -> pd.DataFrame:
+    """`collect_results`-like rows: FSSAM's 1-shot (and 5-shot) mIoU by fold, plus another
+    training seed's result that must not count."""
+    rows = [{"fold": f, "shot": 1, "method": "FSSAM", "mIoU": m, "training seed": math.nan} for f, m in fssam.items()]
+    rows += [{"fold": f, "shot": 5, "method": "FSSAM", "mIoU": m, "training seed": 321} for f, m in (five or {}).items()]
+    rows.append({"fold": 0, "shot": 1, "method": "FSSAM", "mIoU": 99.0, "training seed": 1})
+    return pd.DataFrame(rows)
+
+
+def _toy_deltas(by_method: dict, seeds: str = "321") -> pd.DataFrame:
+    """`ablation_deltas`-like rows, 1-shot: {method: [(fold, gain, (low, high)), ...]}."""
+    rows = [{"fold": f, "shot": 1, "training seeds": seeds, "method": m, tables.GAIN: g, f"{tables.GAIN} 95% CI": list(ci)}
+            for m, entries in by_method.items() for f, g, ci in entries]
+    return pd.DataFrame(rows, columns=["fold", "shot", "training seeds", "method", tables.GAIN, f"{tables.GAIN} 95% CI"])
+
+
+def test_toy_targets_on_four_folds_and_training_seeds():
+    results = _toy_rows({0: 28.6, 1: 29.9, 2: 25.6, 3: 30.0}, five={0: 32.6, 1: 32.2, 2: 29.6, 3: 24.0})
+    deltas = pd.concat([
+        _toy_deltas({NAIVE: [(0, 7.4, (6.3, 8.6)), (1, 10.5, (9, 12)), (2, 7.8, (6, 9)), (3, 5.9, (5, 7))],
+                     PRIORS: [(0, 1.5, (0.6, 2.4)), (1, 2.6, (1, 4)), (2, -0.3, (-1.1, 0.6)), (3, 3.5, (2, 5))],
+                     "FSSAM w/o IMR": [(f, 2.0, (1.0, 3.0)) for f in range(4)],
+                     "FSSAM w/o SCMA": [(0, -0.03, (-0.04, -0.01)), (1, 0.5, (0.2, 0.8)), (2, 0.4, (0.1, 0.7)),
+                                        (3, 0.6, (0.3, 0.9))]}),
+        _toy_deltas({NAIVE: [(0, 7.3, (6.7, 8.0))], "FSSAM w/o IMR": [(0, 1.9, (-0.2, 2.2))]}, seeds="321, 1, 2"),
+    ])
+    lines = report.toy_targets(results, deltas)
+    assert lines[0] == "The synthetic world's targets, 1-shot, the mean of folds 0, 1, 2, 3:"
+    assert lines[1] == "MISSED: FSSAM at least 50 mIoU: 28.5 (per fold 28.6, 29.9, 25.6, 30.0)."
+    assert lines[2] == ("MISSED: FSSAM at least 10 points above the naive SAM 2: +7.9 (per fold +5.9 to +10.5); fold 0 "
+                        "over training seeds 321, 1, 2: +7.3 points, 95% interval [+6.7, +8.0], excludes 0.")
+    assert lines[3] == "MISSED: FSSAM at least 10 points above the priors alone: +1.8 (per fold -0.3 to +3.5)."
+    # every fold's interval is above 0, the one over training seeds is not
+    assert lines[4].startswith("MISSED: removing IMR lowers the mIoU, FSSAM's gain above 0 with 95% confidence: on 4 "
+                               "of 4 folds (gains +2.0 to +2.0); fold 0 over training seeds 321, 1, 2: +1.9 points")
+    assert lines[5] == ("MISSED: removing SCMA lowers the mIoU, FSSAM's gain above 0 with 95% confidence: on 3 of 4 "
+                        "folds (gains -0.03 to +0.60).")
+    assert lines[6] == "MISSED: FSSAM's 5-shot mIoU above its 1-shot one: 29.6 against 28.5, higher on 3 of 4 folds."
+    assert len(lines) == 7
+
+
+def test_toy_targets_met_on_one_fold_and_unmeasured_ones():
+    results = _toy_rows({0: 61.0}, five={0: 64.0})
+    deltas = _toy_deltas({NAIVE: [(0, 12.0, (11, 13))], PRIORS: [(0, 10.5, (9, 12))],
+                          "FSSAM w/o IMR": [(0, 1.0, (0.5, 1.5))]})
+    lines = report.toy_targets(results, deltas)
+    assert lines[0].startswith("The synthetic world's targets, 1-shot, fold 0 only (the targets are on the mean of the "
+                               "4 folds")
+    assert lines[1] == "met: FSSAM at least 50 mIoU: 61.0."
+    assert lines[2].startswith("met: FSSAM at least 10 points above the naive SAM 2: +12.0 (per fold +12.0)")
+    assert lines[3].startswith("met: FSSAM at least 10 points above the priors alone: +10.5")
+    assert lines[4] == ("met on the episodes, not measured over 3 training seeds: removing IMR lowers the mIoU, FSSAM's "
+                        "gain above 0 with 95% confidence: on 1 of 1 fold (gains +1.0).")
+    assert lines[5] == "not measured: removing SCMA lowers the mIoU (not evaluated)."
+    assert lines[6] == "met: FSSAM's 5-shot mIoU above its 1-shot one: 64.0 against 61.0, higher on 1 of 1 fold."
+    assert report.toy_targets(results[results["shot"] == 5], deltas) == [
+        "No 1-shot FSSAM result: nothing to hold against the targets."]
